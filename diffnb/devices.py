@@ -1,0 +1,48 @@
+"""Devices and seeds, passed explicitly: nothing in diffnb calls ``.cuda()`` on its own."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``"auto"`` to CUDA when available, else Apple ``mps``, else CPU.
+
+    Any other value is passed to ``torch.device`` and checked, so a typo or a missing GPU
+    fails here with a message instead of deep inside a forward pass.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but this machine has no CUDA GPU; "
+                         "use device='auto' or 'cpu'")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch's global RNGs and return a CPU generator with that seed."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed`` (random draws happen on the device)."""
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))

@@ -1,0 +1,104 @@
+"""Named settings for the notebooks: ``quick`` (CPU, minutes, offline) and ``seed`` (the write-up).
+
+A notebook's ``parameters`` cell names a profile and may override single settings; ``None``
+means "the profile's value".  Two notebooks that resolve the same settings find the same
+checkpoint folder, so a sampling notebook reads what its training notebook wrote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .train import TrainConfig
+
+PROFILES = ("quick", "seed")
+
+# ------------------------------------------------------------------------------------ Part B
+# The write-up (Part B): denoisers D=128, batch 256, Adam 1e-4, 5 epochs; flow matching D=64,
+# batch 64, Adam 1e-2 with ExponentialLR(gamma = 0.1 ** (1 / epochs)), 10 epochs, p_uncond 0.1,
+# CFG 5; the no-scheduler run at a constant 1e-3.
+_DENOISER_SEED = dict(num_hiddens=128, batch_size=256, lr=1e-4, epochs=5, lr_decay=False)
+_FM_SEED = dict(num_hiddens=64, batch_size=64, lr=1e-2, epochs=10, lr_decay=True)
+
+# quick: the same recipes, smaller (D, images per epoch) so that all of Part B trains on two CPU
+# cores in minutes.  Epoch counts stay as in the write-up, so "after epoch 1, 5, 10" still means
+# something; an epoch is simply a smaller slice of the training set.
+_DENOISER_QUICK = dict(num_hiddens=16, batch_size=64, lr=1e-3, epochs=5, lr_decay=False, train_limit=1536)
+_FM_QUICK = dict(num_hiddens=32, batch_size=64, lr=1e-2, epochs=10, lr_decay=True, train_limit=2048)
+
+PART_B_RUNS = {
+    # run name: (objective, extra settings, notebook that trains it, {profile: settings})
+    "denoiser": ("denoise", dict(sigma=0.5), "B1.2_denoiser.ipynb",
+                 {"seed": _DENOISER_SEED, "quick": _DENOISER_QUICK}),
+    "pure_noise": ("pure_noise", {}, "B1.2_denoiser.ipynb",
+                   {"seed": _DENOISER_SEED, "quick": _DENOISER_QUICK}),
+    "time_fm": ("time_fm", {}, "B2.2_train_time_conditioned.ipynb",
+                {"seed": _FM_SEED, "quick": _FM_QUICK}),
+    "class_fm": ("class_fm", dict(p_uncond=0.1), "B2.5_train_class_conditioned.ipynb",
+                 {"seed": _FM_SEED, "quick": _FM_QUICK}),
+    "class_fm_constant_lr": ("class_fm", dict(p_uncond=0.1, lr=1e-3, lr_decay=False),
+                             "B2.7_no_scheduler.ipynb",
+                             {"seed": _FM_SEED, "quick": dict(_FM_QUICK, lr=1e-3)}),
+}
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    num_ts: int            # Euler steps from t=0 to t=1
+    guidance_scale: float  # CFG gamma for class-conditional sampling
+    seed: int              # sampling seed
+
+
+PART_B_SAMPLING = {
+    # the write-up gives gamma = 5 and no step count; 50 Euler steps is plenty for these straight paths
+    "seed": SampleSettings(num_ts=50, guidance_scale=5.0, seed=0),
+    "quick": SampleSettings(num_ts=50, guidance_scale=5.0, seed=0),
+}
+
+DATA_BY_PROFILE = {"seed": "mnist", "quick": "synthetic"}
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {list(PROFILES)} "
+                         "(quick: CPU in minutes, offline; seed: the write-up's settings)")
+    return profile
+
+
+def resolve_data(data: str, profile: str) -> str:
+    """``auto`` -> the profile's data: real MNIST for ``seed``, diffnb's rendered digits for
+    ``quick`` (offline and reproducible, what the committed outputs and CI use)."""
+    check_profile(profile)
+    if data == "auto":
+        return DATA_BY_PROFILE[profile]
+    if data not in ("mnist", "synthetic"):
+        raise ValueError(f"data must be 'auto', 'mnist' or 'synthetic', got {data!r}")
+    return data
+
+
+def part_b_config(run: str, profile: str = "quick", data: str = "auto", **overrides) -> TrainConfig:
+    """The training settings of one Part B run under ``profile``; ``None`` overrides are ignored.
+
+    >>> part_b_config("class_fm", "seed").lr
+    0.01
+    """
+    if run not in PART_B_RUNS:
+        raise ValueError(f"unknown Part B run {run!r}; choose one of {sorted(PART_B_RUNS)}")
+    check_profile(profile)
+    objective, extra, notebook, by_profile = PART_B_RUNS[run]
+    settings = {**by_profile[profile], **extra}
+    if run == "class_fm_constant_lr" and profile == "quick":
+        settings["lr"] = 1e-3
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    settings["data"] = resolve_data(data, profile)
+    unknown = set(settings) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: "
+                         f"{sorted(set(TrainConfig.__dataclass_fields__) - {'name', 'objective', 'notebook'})}")
+    return TrainConfig(name=run, objective=objective, notebook=notebook, **settings)
+
+
+def part_b_sampling(profile: str = "quick", **overrides) -> SampleSettings:
+    check_profile(profile)
+    base = PART_B_SAMPLING[profile].__dict__.copy()
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return SampleSettings(**base)
