@@ -1,0 +1,109 @@
+"""A small digit classifier that turns "the samples look like digits" into a number.
+
+It is trained once per dataset on the training split (seeded), checked on the test split, and
+cached in ``build/judge``.  Generated samples are judged by it: class-conditional samples should
+be read as the digit that was asked for, unconditional samples should be read confidently and
+cover all ten digits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .paths import build_dir
+
+
+class DigitClassifier(nn.Module):
+    """(N, 1, 28, 28) in [0, 1] -> (N, 10) logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 14x14
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),     # 7x7
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class Judge:
+    model: DigitClassifier
+    test_accuracy: float          # on the clean held-out test split
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted digit and its probability for images (N, 1, 28, 28) in [0, 1] (clamped)."""
+        dev = next(self.model.parameters()).device
+        probs = F.softmax(self.model(images.to(dev).float().clamp(0, 1)), dim=1)
+        conf, pred = probs.max(dim=1)
+        return pred.cpu(), conf.cpu()
+
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        pred, _ = self.predict(images)
+        return (pred == labels.cpu()).float().mean().item()
+
+    def summary(self, images: torch.Tensor, threshold: float = 0.9) -> dict:
+        """Share of samples read with confidence >= threshold and how many digits they cover."""
+        pred, conf = self.predict(images)
+        sure = conf >= threshold
+        return {"confident": sure.float().mean().item(),
+                "digits_covered": len(set(pred[sure].tolist())),
+                "counts": torch.bincount(pred, minlength=10).tolist()}
+
+
+def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limit: int = 20000,
+              seed: int = 0, progress: bool = False) -> Judge:
+    """The judge for ``data`` ("mnist" or "synthetic"), trained on first use and cached on disk."""
+    from .data import load_digits
+
+    path = build_dir() / "judge" / f"{data}-e{epochs}-n{train_limit}-s{seed}.safetensors"
+    model = DigitClassifier()
+    test = load_digits(data, train=False)
+    if path.exists():
+        model.load_state_dict(load_file(str(path)))
+    else:
+        train_set = load_digits(data, train=True, limit=train_limit)
+        _fit(model, train_set.images, train_set.labels, epochs, seed, progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        tmp.replace(path)
+    model.eval()
+    judge = Judge(model, 0.0)
+    judge.test_accuracy = judge.accuracy(test.images, test.labels)
+    judge.model.to(device)
+    return judge
+
+
+def _fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int,
+         progress: bool) -> None:
+    from .progress import progress as tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():                  # re-initialise from the seed
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    n, bs = len(images), 128
+    for _ in tqdm(range(epochs), desc="judge", disable=not progress):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - bs + 1, bs):
+            idx = perm[i:i + bs]
+            # light augmentation: small shifts, so samples that are slightly off-centre still read
+            x = torch.roll(images[idx], shifts=(int(torch.randint(-1, 2, (1,), generator=g)),
+                                                int(torch.randint(-1, 2, (1,), generator=g))), dims=(2, 3))
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()

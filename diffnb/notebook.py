@@ -1,0 +1,62 @@
+"""Small helpers the Part B notebooks share, so each notebook cell stays one call.
+
+Everything here is plain glue around the package: resolving the parameters cell, picking fixed
+test digits, and measuring errors the narrative quotes.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import profiles
+from .data import DigitData, load_digits
+from .devices import get_device
+
+
+def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device, str]:
+    """Check the parameters cell, resolve ``auto`` values and print what this run uses."""
+    profiles.check_profile(profile)
+    dev = get_device(device)
+    source = profiles.resolve_data(data, profile)
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    torch.manual_seed(seed)
+    # fetch or render the digits now, so later cells (some of them checked by nbval) print no progress
+    train_set = load_digits(source, train=True)
+    load_digits(source, train=False)
+    print(f"profile: {profile} | device: {dev} | seed: {seed}")
+    print(f"data: {train_set.description}")
+    return dev, source
+
+
+def test_digits(source: str, n: int, first_index: int = 0) -> DigitData:
+    """The first ``n`` test digits of ``source`` (fixed, so every run shows the same ones)."""
+    test = load_digits(source, train=False)
+    sl = slice(first_index, first_index + n)
+    return DigitData(test.images[sl], test.labels[sl], test.source, test.root)
+
+
+def one_of_each(source: str) -> torch.Tensor:
+    """One test digit per class 0..9, (10, 1, 28, 28)."""
+    test = load_digits(source, train=False)
+    idx = [int((test.labels == c).nonzero()[0]) for c in range(10)]
+    return test.images[idx]
+
+
+def mse_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each image pair: (N,)."""
+    return ((a.float() - b.float()) ** 2).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def denoise(model: torch.nn.Module, noisy: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Run an unconditional denoiser in eval mode on its own device; results on the CPU."""
+    dev = next(model.parameters()).device
+    model.eval()
+    out = [model(noisy[i:i + batch].to(dev)).cpu() for i in range(0, len(noisy), batch)]
+    return torch.cat(out)
+
+
+def epoch_losses(losses: list[float], epoch_ends: list[int]) -> list[float]:
+    """Mean training loss of each epoch."""
+    starts = [0] + list(epoch_ends[:-1])
+    return [sum(losses[s:e]) / max(e - s, 1) for s, e in zip(starts, epoch_ends)]
