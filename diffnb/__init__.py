@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from .data import DigitData, load_digits, make_synthetic_mnist, render_digits
+from . import judge
 from .devices import get_device, make_generator, seed_everything
 from .flow import (add_noise, class_fm_forward, class_fm_sample, denoiser_loss, euler_integrate,
                    pure_noise_loss, time_fm_forward, time_fm_sample)

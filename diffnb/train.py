@@ -26,11 +26,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from . import flow
 from .devices import get_device
 from .paths import build_dir
+from .progress import progress as tqdm
 from .unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
 MODELS = {"unconditional": UnconditionalUNet, "time": TimeConditionalUNet, "class": ClassConditionalUNet}

@@ -297,3 +297,18 @@ def _check_positive_int(name: str, value) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def trace_shapes(model: nn.Module, *inputs) -> list[tuple[str, tuple[int, ...]]]:
+    """Run ``model(*inputs)`` and return (child name, output shape) for each top-level block, in
+    the order they ran: the table of section 1.1."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    hooks = [child.register_forward_hook(lambda m, i, o, name=name: seen.append((name, tuple(o.shape))))
+             for name, child in model.named_children()]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
