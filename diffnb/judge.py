@@ -2,8 +2,12 @@
 
 It is trained once per dataset on the training split (seeded), checked on the test split, and
 cached in ``build/judge``.  Generated samples are judged by it: class-conditional samples should
-be read as the digit that was asked for, unconditional samples should be read confidently and
-cover all ten digits.
+be read as the digit that was asked for, unconditional samples should be read as digits at all.
+
+A plain ten-way classifier reads almost any blob as *some* digit, often confidently.  So the judge
+has an eleventh class, "not a digit", learnt from scrambled digits: real digits cut into 7x7
+tiles and shuffled (strokes without a digit's layout) and two digits overlaid.  A sample counts as
+legible when the judge picks one of the ten digits with probability at least 0.9.
 """
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ from safetensors.torch import load_file, save_file
 from .paths import build_dir
 
 
+NOT_A_DIGIT = 10
+
+
 class DigitClassifier(nn.Module):
-    """(N, 1, 28, 28) in [0, 1] -> (N, 10) logits."""
+    """(N, 1, 28, 28) in [0, 1] -> (N, 11) logits: digits 0-9 and "not a digit"."""
 
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),      # 14x14
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),     # 7x7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 11),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,12 +58,13 @@ class Judge:
         return (pred == labels.cpu()).float().mean().item()
 
     def summary(self, images: torch.Tensor, threshold: float = 0.9) -> dict:
-        """Share of samples read with confidence >= threshold and how many digits they cover."""
+        """Share of samples read as a digit with probability >= threshold ("legible"), how many
+        different digits those cover, and the count of each reading (index 10: not a digit)."""
         pred, conf = self.predict(images)
-        sure = conf >= threshold
-        return {"confident": sure.float().mean().item(),
-                "digits_covered": len(set(pred[sure].tolist())),
-                "counts": torch.bincount(pred, minlength=10).tolist()}
+        legible = (conf >= threshold) & (pred != NOT_A_DIGIT)
+        return {"legible": legible.float().mean().item(),
+                "digits_covered": len(set(pred[legible].tolist())),
+                "counts": torch.bincount(pred, minlength=11).tolist()}
 
 
 def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limit: int = 20000,
@@ -64,7 +72,7 @@ def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limi
     """The judge for ``data`` ("mnist" or "synthetic"), trained on first use and cached on disk."""
     from .data import load_digits
 
-    path = build_dir() / "judge" / f"{data}-e{epochs}-n{train_limit}-s{seed}.safetensors"
+    path = build_dir() / "judge" / f"{data}-v2-e{epochs}-n{train_limit}-s{seed}.safetensors"
     model = DigitClassifier()
     test = load_digits(data, train=False)
     if path.exists():
@@ -103,7 +111,32 @@ def _fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: i
             # light augmentation: small shifts, so samples that are slightly off-centre still read
             x = torch.roll(images[idx], shifts=(int(torch.randint(-1, 2, (1,), generator=g)),
                                                 int(torch.randint(-1, 2, (1,), generator=g))), dims=(2, 3))
-            loss = F.cross_entropy(model(x), labels[idx])
+            y = labels[idx].clone()
+            k = bs // 4                            # a quarter of each batch: scrambled, "not a digit"
+            x[:k] = scramble(x[:k], g)
+            y[:k] = NOT_A_DIGIT
+            loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
+
+def scramble(x: torch.Tensor, g: torch.Generator, tile: int = 5, box: int = 20) -> torch.Tensor:
+    """Non-digits made from digits (N, 1, H, W): half with the tiles of their central
+    ``box`` x ``box`` region shuffled (strokes, centred, but no digit's layout), half two digits
+    overlaid."""
+    n, c, h, w = x.shape
+    out = x.clone()
+    half, k = n // 2, box // tile
+    top, left = (h - box) // 2, (w - box) // 2
+    centre = x[:half, :, top:top + box, left:left + box]
+    # (N, C, k, t, k, t) -> (N, k*k, C, t, t): one row per tile, then permute the rows per image
+    tiles = centre.reshape(half, c, k, tile, k, tile).permute(0, 2, 4, 1, 3, 5).reshape(half, k * k, c, tile, tile)
+    order = torch.argsort(torch.rand(half, k * k, generator=g), dim=1)
+    tiles = tiles[torch.arange(half)[:, None], order]
+    out[:half, :, top:top + box, left:left + box] = (
+        tiles.reshape(half, k, k, c, tile, tile).permute(0, 3, 1, 4, 2, 5).reshape(half, c, box, box))
+    other = x[torch.randperm(n, generator=g)[: n - half]]
+    shift = int(torch.randint(-6, 7, (1,), generator=g))
+    out[half:] = torch.maximum(x[half:], torch.roll(other, shifts=shift, dims=3))
+    return out
