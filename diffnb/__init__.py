@@ -26,9 +26,9 @@ _LAZY = {
     "PromptEmbeddings": "prompts", "load_embeddings": "prompts", "encode_prompts": "prompts",
     "forward": "ddpm", "strided_timesteps": "ddpm", "one_step_denoise": "ddpm", "add_variance": "ddpm",
     "iterative_denoise": "ddpm", "iterative_denoise_cfg": "ddpm", "sdedit": "ddpm", "inpaint": "ddpm",
-    "blur_denoise": "ddpm",
+    "blur_denoise": "ddpm", "estimate_noise": "ddpm", "sample_cfg": "ddpm", "pure_noise": "ddpm",
     "make_flip_illusion": "guidance", "make_anagram": "guidance", "make_hybrids": "guidance",
-    "FlipView": "guidance", "IdentityView": "guidance",
+    "FlipView": "guidance", "IdentityView": "guidance", "NegateView": "guidance",
     "load_image": "images", "to_display": "images", "load_mask": "images", "rectangle_mask": "images",
     "ellipse_mask": "images",
 }

@@ -1,0 +1,236 @@
+"""Part A maths and loop checked against diffusers (DDPMScheduler, IFPipeline) on the tiny model."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffnb.ddpm import (add_variance, blur_denoise, ddpm_step, estimate_noise, forward, inpaint,
+                         iterative_denoise, iterative_denoise_cfg, one_step_denoise, pure_noise, sample_cfg,
+                         sdedit, strided_timesteps)
+from diffnb.devices import make_generator
+from diffnb.images import rectangle_mask
+from diffnb.models import load_stage1
+from diffnb.prompts import load_embeddings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny UNet gains nothing from threads, and on a shared CPU OpenMP threads spin-wait and slow
+    the loops tenfold; run this module on one thread and restore the setting after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    return load_stage1("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return load_embeddings()
+
+
+@pytest.fixture()
+def image(stage1):
+    s = stage1.unet.config.sample_size
+    g = make_generator(11)
+    return torch.rand((1, 3, s, s), generator=g) * 2 - 1          # (1, 3, H, W) in [-1, 1]
+
+
+class CountingUNet:
+    """Wraps a UNet and records the batch size of every call."""
+
+    def __init__(self, unet):
+        self.unet = unet
+        self.batches: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.unet, name)
+
+    def __call__(self, x, t, **kwargs):
+        self.batches.append(x.shape[0])
+        return self.unet(x, t, **kwargs)
+
+
+# --------------------------------------------------------------------------- forward process
+
+@pytest.mark.parametrize("t", [0, 250, 500, 999])
+def test_forward_equals_scheduler_add_noise(stage1, image, t):
+    x_t = forward(image, t, stage1, generator=make_generator(3))
+    noise = randn_tensor(image.shape, generator=make_generator(3), dtype=image.dtype)
+    ref = stage1.scheduler.add_noise(image, noise, torch.tensor([t]))
+    torch.testing.assert_close(x_t, ref, atol=1e-6, rtol=0)
+
+
+def test_forward_takes_a_scheduler_too(stage1, image):
+    a = forward(image, 400, stage1.scheduler, generator=make_generator(1))
+    b = forward(image, 400, stage1, generator=make_generator(1))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("t, error", [(1000, ValueError), (-1, ValueError), (2.5, TypeError), ("10", TypeError)])
+def test_forward_rejects_t_off_range(stage1, image, t, error):
+    with pytest.raises(error, match=r"\[0, 1000\)"):
+        forward(image, t, stage1)
+
+
+def test_strided_timesteps(stage1):
+    ts = strided_timesteps(stage1)
+    assert ts == list(range(990, -1, -30)) and len(ts) == 34
+    assert stage1.scheduler.timesteps.tolist() == ts
+    assert strided_timesteps(stage1, start=100, stride=40) == [100, 60, 20, 0]
+
+
+# --------------------------------------------------------------------------- one step
+
+def test_one_strided_step_equals_ddpm_scheduler_step(stage1, emb, image):
+    ts = strided_timesteps(stage1)
+    t, prev_t = 690, 660
+    x_t = forward(image, t, stage1, generator=make_generator(4))
+    eps, var = estimate_noise(stage1, x_t, t, emb.get("a high quality picture"))
+    ours = ddpm_step(x_t, eps, var, t, prev_t, stage1, generator=make_generator(5))
+    stage1.scheduler.set_timesteps(timesteps=ts)
+    ref = stage1.scheduler.step(torch.cat([eps, var], dim=1), t, x_t, generator=make_generator(5)).prev_sample
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_last_loop_step_equals_ddpm_scheduler_step(stage1, emb, image):
+    """The loop's last step (t=30 -> 0) through iterative_denoise is the scheduler's step."""
+    ts = strided_timesteps(stage1)
+    c = emb.get("a high quality picture")
+    x_t = forward(image, 30, stage1, generator=make_generator(6))
+    ours = iterative_denoise(x_t, len(ts) - 2, stage1, c, ts, generator=make_generator(7))
+    eps, var = estimate_noise(stage1, x_t, 30, c)
+    stage1.scheduler.set_timesteps(timesteps=ts)
+    ref = stage1.scheduler.step(torch.cat([eps, var], 1), 30, x_t, generator=make_generator(7)).prev_sample
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_one_step_denoise_inverts_the_forward_formula(stage1, emb, image):
+    t = 500
+    x_t = forward(image, t, stage1, generator=make_generator(8))
+    eps, _ = estimate_noise(stage1, x_t, t, emb.get(""))
+    x0 = one_step_denoise(stage1, x_t, t, emb.get(""))
+    abar = stage1.scheduler.alphas_cumprod[t]
+    torch.testing.assert_close(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, x_t, atol=1e-5, rtol=0)
+
+
+def test_t_not_on_the_schedule_is_refused(stage1, image):
+    strided_timesteps(stage1)
+    var = torch.zeros_like(image)
+    with pytest.raises(ValueError, match="not on the scheduler's timesteps"):
+        add_variance(var, 35, image, stage1)
+    with pytest.raises(ValueError, match="does not follow"):
+        ddpm_step(image, var, var, 690, 600, stage1)
+
+
+def test_i_start_and_timesteps_are_checked(stage1, emb, image):
+    ts = strided_timesteps(stage1)
+    c, u = emb.get("a high quality picture"), emb.get("")
+    with pytest.raises(ValueError, match=r"i_start=33 leaves no step.*\[0, 32\]"):
+        iterative_denoise_cfg(image, 33, stage1, c, u, ts)
+    with pytest.raises(ValueError, match="descending"):
+        iterative_denoise_cfg(image, 0, stage1, c, u, [0, 30, 60])
+    with pytest.raises(ValueError, match="out of range"):
+        iterative_denoise_cfg(image, 0, stage1, c, u, [1200, 30, 0])
+    with pytest.raises(ValueError, match=r"expects \(1, L, 4096\)"):
+        iterative_denoise_cfg(image, 0, stage1, c[..., :768], u, ts)
+
+
+# --------------------------------------------------------------------------- the loop vs IFPipeline
+
+def test_cfg_sampling_equals_ifpipeline(stage1, emb):
+    """iterative_denoise_cfg from pure noise = IFPipeline with the same UNet, embeddings, timesteps, seed.
+
+    The pipeline also takes a last step at t=0; compare the intermediate after every step up to t=30.
+    """
+    ts = strided_timesteps(stage1)
+    c, u = emb.get("a high quality picture"), emb.get("")
+    seen = {}
+    stage1(prompt_embeds=c, negative_prompt_embeds=u, timesteps=ts, guidance_scale=7.0,
+           generator=make_generator(100), output_type="pt", callback_steps=1,
+           callback=lambda i, t, x: seen.__setitem__(int(t), x.clone()))
+
+    g = make_generator(100)
+    x = pure_noise(stage1, g)                                      # drawn first, as the pipeline does
+    trace = []
+    ours = iterative_denoise_cfg(x, 0, stage1, c, u, ts, scale=7.0, generator=g, intermediates=trace,
+                                 return_every=1)
+    assert len(trace) == len(ts) - 1
+    for step in trace:                                             # the pipeline's callback gets x after step t
+        torch.testing.assert_close(step.image, seen[step.t], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours, seen[30], atol=1e-5, rtol=1e-5)
+
+
+def test_cfg_calls_the_unet_once_per_step_with_2n(stage1, emb):
+    counting = CountingUNet(stage1.unet)
+    bundle = SimpleNamespace(unet=counting, scheduler=stage1.scheduler)
+    ts = strided_timesteps(stage1, 990, 90)
+    x = pure_noise(stage1, make_generator(0), num_images=3)
+    iterative_denoise_cfg(x, 0, bundle, emb.get("a rocket ship"), emb.get(""), ts, generator=make_generator(1))
+    assert counting.batches == [6] * (len(ts) - 1)
+
+
+def test_intermediates_every_five_steps_like_section_1_4(stage1, emb, image):
+    ts = strided_timesteps(stage1)
+    x_t = forward(image, ts[10], stage1, generator=make_generator(2))
+    trace = []
+    out = iterative_denoise(x_t, 10, stage1, emb.get("a high quality picture"), ts, make_generator(3),
+                            intermediates=trace, return_every=5)
+    assert [(s.step, s.t, s.prev_t) for s in trace] == [(1, 690, 660), (6, 540, 510), (11, 390, 360),
+                                                      (16, 240, 210), (21, 90, 60)]
+    assert out.shape == image.shape
+
+
+def test_same_seed_same_image(stage1, emb):
+    ts = strided_timesteps(stage1, 990, 90)
+    a = sample_cfg(stage1, emb.get("a rocket ship"), emb.get(""), ts, generator=make_generator(9))
+    b = sample_cfg(stage1, emb.get("a rocket ship"), emb.get(""), ts, generator=make_generator(9))
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- SDEdit and inpainting
+
+def test_sdedit_one_result_per_start(stage1, emb, image):
+    ts = strided_timesteps(stage1, 990, 90)
+    outs = sdedit(image, [1, 3, 7], stage1, emb.get("a high quality picture"), emb.get(""), ts,
+                  generator=make_generator(0))
+    assert isinstance(outs, list) and len(outs) == 3
+    assert all(o.shape == image.shape for o in outs)
+
+
+def test_inpaint_keeps_every_unmasked_pixel(stage1, emb, image):
+    s = image.shape[-1]
+    mask = rectangle_mask(s, s // 4, s // 4, s // 2, s // 2)      # 1 = edit
+    ts = strided_timesteps(stage1, 990, 90)
+    out = inpaint(image, mask, stage1, emb.get("a high quality picture"), emb.get(""), ts,
+                  generator=make_generator(0))
+    keep = mask[0, 0] == 0
+    assert torch.equal(out[..., keep], image[..., keep])
+    assert not torch.allclose(out[..., ~keep], image[..., ~keep])
+
+
+def test_inpaint_mask_checks(stage1, emb, image):
+    s = image.shape[-1]
+    ts = strided_timesteps(stage1, 990, 90)
+    c, u = emb.get(""), emb.get("")
+    with pytest.raises(ValueError, match=rf"mask has shape \(1, {s}, {s // 2}\); expected \(1, {s}, {s}\)"):
+        inpaint(image, torch.ones(1, s, s // 2), stage1, c, u, ts)
+    with pytest.raises(ValueError, match="only 0 .* and 1"):
+        inpaint(image, torch.full((s, s), 0.5), stage1, c, u, ts)
+
+
+# --------------------------------------------------------------------------- classical baseline
+
+def test_blur_denoise(image):
+    out = blur_denoise(image, kernel_size=5, sigma=2.0)
+    assert out.shape == image.shape
+    assert out.std() < image.std()                                 # smoothing lowers the pixel spread
+    with pytest.raises(ValueError, match="odd"):
+        blur_denoise(image, kernel_size=4)

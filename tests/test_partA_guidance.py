@@ -1,0 +1,123 @@
+"""Views, anagrams and hybrids: invariants, and equality with plain CFG sampling where they must agree."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from diffnb.ddpm import sample_cfg, strided_timesteps
+from diffnb.devices import make_generator
+from diffnb.guidance import (FlipView, IdentityView, NegateView, View, highpass, lowpass, make_anagram,
+                             make_flip_illusion, make_hybrids)
+from diffnb.models import load_stage1
+from diffnb.prompts import load_embeddings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny UNet gains nothing from threads, and on a shared CPU OpenMP threads spin-wait and slow
+    the loops tenfold; run this module on one thread and restore the setting after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    return load_stage1("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return load_embeddings()
+
+
+@pytest.fixture(scope="module")
+def ts(stage1):
+    return strided_timesteps(stage1, 990, 60)
+
+
+def test_flip_view_twice_is_identity():
+    x = torch.randn(2, 3, 8, 6)
+    v = FlipView()
+    assert torch.equal(v.view(v.view(x)), x)
+    assert torch.equal(v.inverse_view(v.view(x)), x)
+    assert torch.equal(v.view(x), torch.rot90(x, 2, dims=(-2, -1)))   # 180 degree rotation
+
+
+def test_negate_view_keeps_the_variance():
+    x = torch.randn(1, 3, 4, 4)
+    v = NegateView()
+    assert torch.equal(v.inverse_view(v.view(x)), x)
+    assert torch.equal(v.inverse_view_variance(x), x)
+
+
+def test_lowpass_plus_highpass_is_the_signal():
+    x = torch.randn(1, 3, 40, 40)
+    torch.testing.assert_close(lowpass(x) + highpass(x), x, atol=1e-6, rtol=0)
+
+
+def test_anagram_of_identity_views_equals_cfg_sampling(stage1, emb, ts):
+    c, u = emb.get("a man mid fall"), emb.get("")
+    plain = sample_cfg(stage1, c, u, ts, 7.0, make_generator(100))
+    ana = make_anagram(stage1, [IdentityView(), IdentityView()], [c, c], u, ts, 7.0, make_generator(100))
+    torch.testing.assert_close(ana, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_hybrid_of_one_prompt_twice_equals_cfg_sampling(stage1, emb, ts):
+    c, u = emb.get("a photo of a caveman"), emb.get("")
+    plain = sample_cfg(stage1, c, u, ts, 7.0, make_generator(100))
+    hyb = make_hybrids(stage1, c, c, u, ts, 7.0, make_generator(100))
+    torch.testing.assert_close(hyb, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_flip_illusion_is_one_unet_batch_per_step(stage1, emb, ts):
+    calls = []
+    unet = stage1.unet
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(unet, name)
+
+        def __call__(self, x, t, **kw):
+            calls.append(x.shape[0])
+            return unet(x, t, **kw)
+
+    bundle = SimpleNamespace(unet=Counting(), scheduler=stage1.scheduler)
+    out = make_flip_illusion(bundle, emb.get("a man mid fall"), emb.get("a paint brush"), emb.get(""), ts,
+                             generator=make_generator(100), num_images=2)
+    s = unet.config.sample_size
+    assert out.shape == (2, 3, s, s)
+    assert calls == [8] * (len(ts) - 1)                            # 2 views x (uncond, cond) x 2 images
+
+
+def test_flip_illusion_differs_from_plain_sampling(stage1, emb, ts):
+    c1, c2, u = emb.get("a man mid fall"), emb.get("a paint brush"), emb.get("")
+    plain = sample_cfg(stage1, c1, u, ts, 7.0, make_generator(100))
+    flip = make_flip_illusion(stage1, c1, c2, u, ts, generator=make_generator(100))
+    assert not torch.allclose(flip, plain)
+
+
+def test_bad_views_and_prompts(stage1, emb, ts):
+    c, u = emb.get("a rocket ship"), emb.get("")
+    with pytest.raises(ValueError, match="one prompt embedding per view"):
+        make_anagram(stage1, [IdentityView(), FlipView()], [c], u, ts)
+    with pytest.raises(TypeError, match="not a view"):
+        make_anagram(stage1, [lambda x: x], [c], u, ts)
+    with pytest.raises(ValueError, match="too large"):
+        make_hybrids(stage1, c, c, u, ts, height=16, width=16)
+
+
+def test_custom_view_is_easy_to_add(stage1, emb, ts):
+    class TransposeView(View):
+        def view(self, x):
+            return x.transpose(-2, -1)
+
+        def inverse_view(self, eps):
+            return eps.transpose(-2, -1)
+
+    out = make_anagram(stage1, [IdentityView(), TransposeView()], [emb.get("a rocket ship"), emb.get("a paint brush")],
+                       emb.get(""), ts, generator=make_generator(1))
+    assert torch.isfinite(out).all()
