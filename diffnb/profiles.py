@@ -24,6 +24,8 @@ _FM_SEED = dict(num_hiddens=64, batch_size=64, lr=1e-2, epochs=10, lr_decay=True
 # something; an epoch is simply a smaller slice of the training set.
 _DENOISER_QUICK = dict(num_hiddens=16, batch_size=64, lr=1e-3, epochs=5, lr_decay=False, train_limit=1536)
 _FM_QUICK = dict(num_hiddens=32, batch_size=64, lr=1e-2, epochs=10, lr_decay=True, train_limit=2048)
+# the class-conditioned runs get half as much again: they carry the "legible digits by 2.6" promise
+_CLASS_FM_QUICK = dict(_FM_QUICK, train_limit=3072)
 
 PART_B_RUNS = {
     # run name: (objective, extra settings, notebook that trains it, {profile: settings})
@@ -34,10 +36,10 @@ PART_B_RUNS = {
     "time_fm": ("time_fm", {}, "B2.2_train_time_conditioned.ipynb",
                 {"seed": _FM_SEED, "quick": _FM_QUICK}),
     "class_fm": ("class_fm", dict(p_uncond=0.1), "B2.5_train_class_conditioned.ipynb",
-                 {"seed": _FM_SEED, "quick": _FM_QUICK}),
+                 {"seed": _FM_SEED, "quick": _CLASS_FM_QUICK}),
     "class_fm_constant_lr": ("class_fm", dict(p_uncond=0.1, lr=1e-3, lr_decay=False),
                              "B2.7_no_scheduler.ipynb",
-                             {"seed": _FM_SEED, "quick": dict(_FM_QUICK, lr=1e-3)}),
+                             {"seed": _FM_SEED, "quick": dict(_CLASS_FM_QUICK, lr=1e-3)}),
 }
 
 
@@ -102,3 +104,43 @@ def part_b_sampling(profile: str = "quick", **overrides) -> SampleSettings:
     base = PART_B_SAMPLING[profile].__dict__.copy()
     base.update({k: v for k, v in overrides.items() if v is not None})
     return SampleSettings(**base)
+
+
+# ------------------------------------------------------------------------------------ Part A
+# The write-up (Part A): DeepFloyd IF stage 1, seed 100 for every sampling run, CFG gamma = 7,
+# SDEdit start indices [1, 3, 5, 7, 10, 20] on the strided list 990, 960, ..., 30, 0.
+# quick: the same settings on the offline ``tiny`` model (random weights: the pictures are noise,
+# the code paths and the checked invariants are real).
+_PART_A_PROMPTS = dict(
+    picture="a high quality picture",                                   # 1.4-1.7
+    samples=["an oil painting of a snowy mountain village",             # section 0
+             "a man wearing a hat", "a rocket ship"],
+    crayon="a high quality crayon drawing",                             # 1.7.3
+    pairs=[("a man mid fall", "a paint brush"),                         # 1.8 and 1.9
+           ("a photo of a caveman", "a photo of a manatee")],
+)
+_PART_A_COMMON = dict(seed=100, guidance_scale=7.0, i_starts=[1, 3, 5, 7, 10, 20], stride=30,
+                      prompts=_PART_A_PROMPTS)
+
+PART_A = {
+    "quick": dict(model="tiny", **_PART_A_COMMON),
+    "seed": dict(model="deepfloyd", **_PART_A_COMMON),
+}
+
+
+def part_a_settings(profile: str = "quick", **overrides) -> dict:
+    """The Part A settings of ``profile`` (a fresh dict); ``None`` overrides keep the profile's value.
+
+    >>> part_a_settings("seed")["model"]
+    'deepfloyd'
+    """
+    if profile not in PART_A:
+        raise ValueError(f"unknown profile {profile!r}; use one of {list(PART_A)} "
+                         "(quick: the offline tiny model on a CPU; seed: the write-up's DeepFloyd IF run, GPU)")
+    import copy
+    settings = copy.deepcopy(PART_A[profile])
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise ValueError(f"unknown Part A setting(s) {sorted(unknown)}; known: {sorted(settings)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
