@@ -1,0 +1,185 @@
+"""Helpers the Part A notebooks share, so each notebook cell stays one call and one figure.
+
+Plain glue around ``diffnb.models``, ``diffnb.prompts``, ``diffnb.ddpm`` and ``diffnb.images``:
+resolve the parameters cell, load the stage-1 bundle and the prompt embeddings, load images at the
+model's size, hand out seeded generators, show model images, and compute the numbers the checked
+cells print.  Conventions as in ``diffnb.ddpm``: images ``(N, C, H, W)`` in [-1, 1], timesteps
+descending, seeds explicit (a fresh CPU ``torch.Generator`` per run, so a run's noise does not
+depend on the cells before it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from diffnb import plotting
+from diffnb.devices import get_device
+from diffnb.paths import project_root
+from diffnb.profiles import part_a_settings
+
+#: one line per model for the setup cell
+MODEL_NOTES = {
+    "tiny": "random IF-shaped weights, {size}x{size}: the pictures are noise, the code path is real",
+    "mini": "a small IF-compatible model trained by the pack, {size}x{size}",
+    "deepfloyd": "DeepFloyd IF stage 1, {size}x{size}",
+}
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path from the parameters cell: absolute, or relative to the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def _prompts_of(value) -> list[str]:
+    """Every prompt string inside a settings value (str, list, tuple, dict, nested)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _prompts_of(v)]
+    return []
+
+
+@dataclass
+class PartA:
+    """What a Part A notebook works with: the bundle, the embeddings, the settings."""
+    stage1: object
+    embeddings: object
+    settings: dict
+    device: torch.device
+    model: str
+    size: int = field(init=False)
+
+    def __post_init__(self):
+        size = self.stage1.unet.config.sample_size
+        self.size = size if isinstance(size, int) else tuple(size)
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
+
+    @property
+    def scale(self) -> float:
+        return float(self.settings["guidance_scale"])
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh CPU generator seeded with ``seed + offset`` (CPU draws are the same on every device)."""
+        return torch.Generator().manual_seed(self.seed + int(offset))
+
+    def embed(self, prompt: str) -> torch.Tensor:
+        """The embedding ``(1, L, D)`` of ``prompt`` on the model's device and dtype (``""``: unconditional).
+
+        With ``deepfloyd`` a prompt not yet embedded is encoded with T5 (and cached on disk); with the
+        shipped embeddings file a missing prompt is an error listing the prompts that exist.
+        """
+        if self.model == "deepfloyd" and prompt not in self.embeddings:
+            from diffnb.prompts import encode_prompts
+            self.embeddings = encode_prompts(self.embeddings.prompts + [prompt], device=self.device)
+        return self.embeddings.get(prompt, device=self.device, dtype=self.stage1.unet.dtype)
+
+    @property
+    def uncond(self) -> torch.Tensor:
+        return self.embed("")
+
+    def image(self, path: str | Path) -> torch.Tensor:
+        """An image file (repo-relative path) at the model's size: ``(1, 3, H, W)`` in [-1, 1]."""
+        from diffnb.images import load_image
+        return load_image(resolve_path(path), self.size).to(self.device, self.stage1.unet.dtype)
+
+    def images(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Several image files as one batch ``(N, 3, H, W)``."""
+        return torch.cat([self.image(p) for p in paths])
+
+    def mask(self, path: str | Path) -> torch.Tensor:
+        """A mask PNG (white = 1 = edit) at the model's size: ``(1, 1, H, W)``."""
+        from diffnb.images import load_mask
+        return load_mask(resolve_path(path), self.size).to(self.device, self.stage1.unet.dtype)
+
+    def timesteps(self, stride: int | None = None) -> list[int]:
+        """The strided list 990, 990 - stride, ..., 0 (default stride: the profile's, 30)."""
+        from diffnb.ddpm import strided_timesteps
+        return strided_timesteps(self.stage1, start=990, stride=stride or self.settings["stride"])
+
+
+def setup_part_a(profile: str = "quick", model: str | None = None, device: str = "auto",
+                 seed: int | None = None, **overrides) -> PartA:
+    """Resolve the profile, load the stage-1 bundle and the prompt embeddings, print one line.
+
+    ``tiny``/``mini`` read the shipped embeddings file; ``deepfloyd`` computes T5 embeddings of the
+    profile's prompts with ``diffnb.prompts.encode_prompts`` (cached on disk; a clear error if the
+    T5 weights are absent).
+    """
+    from diffnb.models import load_stage1
+    from diffnb.prompts import default_embeddings_path, encode_prompts, load_embeddings
+
+    settings = part_a_settings(profile, model=model, seed=seed, **overrides)
+    if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
+        raise TypeError(f"seed must be an int, got {settings['seed']!r}")
+    dev = get_device(device)
+    name = settings["model"]
+    stage1 = load_stage1(name, device=dev)
+    if name == "deepfloyd":
+        prompts = [""] + _prompts_of(settings["prompts"])
+        embeddings = encode_prompts(prompts, device=dev)
+    else:
+        embeddings = load_embeddings(default_embeddings_path(name))
+    torch.manual_seed(settings["seed"])
+    part = PartA(stage1, embeddings, settings, dev, name)
+    note = MODEL_NOTES[name].format(size=part.size)
+    print(f"model: {name} ({note}) | device: {dev} | seed: {settings['seed']} | CFG: {settings['guidance_scale']}")
+    return part
+
+
+# --------------------------------------------------------------------------- figures
+
+def show(images, nrow: int = 1, **kwargs):
+    """Model images (a tensor ``(N, C, H, W)`` or a list of ``(1 or N, C, H, W)``) in [-1, 1] as a grid."""
+    from diffnb.images import to_display
+    if isinstance(images, (list, tuple)):
+        images = torch.cat([x if x.dim() == 4 else x[None] for x in images])
+    return plotting.show_grid(to_display(images), nrow=nrow, **kwargs)
+
+
+def show_files(paths: Sequence[str | Path], titles: Sequence[str] | None = None, size: int = 256,
+               scale: float = 2.2, title: str | None = None):
+    """Image files as the eye sees them: centre-cropped to ``size`` pixels (not the model's size)."""
+    from diffnb.images import load_image, to_display
+    imgs = torch.cat([load_image(resolve_path(p), size) for p in paths])
+    return plotting.show_grid(to_display(imgs), nrow=1, titles=titles, scale=scale, title=title)
+
+
+def show_sdedit(originals: torch.Tensor, edits: Sequence[torch.Tensor], i_starts: Sequence[int],
+                timesteps: Sequence[int], names: Sequence[str], title: str | None = None):
+    """SDEdit results: one row per image, columns = start index (t) and the original last."""
+    cols = [f"idx {i} (t={timesteps[i]})" for i in i_starts] + ["original"]
+    rows = [torch.stack([e[k] for e in edits] + [originals[k]]) for k in range(len(originals))]
+    return show(torch.cat(rows), nrow=len(rows), col_labels=cols, row_labels=list(names), title=title)
+
+
+def mask_as_image(mask: torch.Tensor) -> torch.Tensor:
+    """A 0/1 mask ``(N, 1, H, W)`` as a white-on-black model image ``(N, 3, H, W)`` in [-1, 1]."""
+    return (mask * 2 - 1).expand(-1, 3, -1, -1)
+
+
+# --------------------------------------------------------------------------- numbers for checked cells
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean squared error over all pixels."""
+    return float(((a.float().cpu() - b.float().cpu()) ** 2).mean())
+
+
+def forward_statistics(x0: torch.Tensor, x_t: torch.Tensor, t: int, stage1) -> dict:
+    """Closed form against the sample: x_t - sqrt(abar_t) x0 should be N(0, 1 - abar_t).
+
+    Returns ``abar``, the closed-form ``signal`` sqrt(abar_t) and ``noise_std`` sqrt(1 - abar_t), and
+    the measured ``resid_mean`` and ``resid_std`` of x_t - sqrt(abar_t) x0.
+    """
+    abar = float(stage1.scheduler.alphas_cumprod[t])
+    resid = (x_t.float().cpu() - abar ** 0.5 * x0.float().cpu())
+    return dict(abar=abar, signal=abar ** 0.5, noise_std=(1 - abar) ** 0.5,
+                resid_mean=float(resid.mean()), resid_std=float(resid.std()))
