@@ -12,28 +12,9 @@ from diffnb.ddpm import (add_variance, blur_denoise, ddpm_step, estimate_noise, 
                          sdedit, strided_timesteps)
 from diffnb.devices import make_generator
 from diffnb.images import rectangle_mask
-from diffnb.models import load_stage1
-from diffnb.prompts import load_embeddings
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny UNet gains nothing from threads, and on a shared CPU OpenMP threads spin-wait and slow
-    the loops tenfold; run this module on one thread and restore the setting after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def stage1():
-    return load_stage1("tiny", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def emb():
-    return load_embeddings()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -1,0 +1,26 @@
+"""Fixtures shared by the Part A tests: the tiny IF bundle, its embeddings, one torch thread."""
+import pytest
+import torch
+
+from diffnb.models import load_stage1
+from diffnb.prompts import load_embeddings
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny UNet gains nothing from threads, and on a shared CPU OpenMP threads spin-wait and slow
+    the loops tenfold; run a module on one thread and restore the setting after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    return load_stage1("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return load_embeddings()
