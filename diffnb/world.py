@@ -19,6 +19,7 @@ Conventions (stated once):
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -233,12 +234,17 @@ def all_prompts(digit: int | None, style: int | None) -> list[str]:
 
 def vocabulary() -> list[str]:
     """Every word the world's prompts use, sorted."""
+    return list(_vocabulary())
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary() -> tuple[str, ...]:
     words: set[str] = set()
     for d in [None, *range(10)]:
         for s in [None, 0, 1, 2]:
             for p in all_prompts(d, s):
                 words.update(tokenize(p, check=False))
-    return sorted(words)
+    return tuple(sorted(words))
 
 
 def tokenize(text: str, check: bool = True) -> list[str]:
@@ -247,7 +253,7 @@ def tokenize(text: str, check: bool = True) -> list[str]:
         raise TypeError(f"a prompt must be a string, got {type(text).__name__}")
     words = re.findall(r"[a-z0-9']+", text.lower())
     if check:
-        known = set(vocabulary())
+        known = set(_vocabulary())
         unknown = [w for w in words if w not in known]
         if unknown:
             from diffnb.prompts import PromptNotFoundError

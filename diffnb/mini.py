@@ -1,0 +1,463 @@
+"""``mini``: a small DeepFloyd-IF-compatible text-to-image model that the pack trains on its digit world.
+
+Same interface as IF stage 1, so every Part A function runs on it unchanged: a diffusers
+``UNet2DConditionModel`` with 3 channels in and 6 out (noise, then learned-range variance), IF's
+``DDPMScheduler`` config, conditioned on prompt embeddings ``(1, L, D)``. The embeddings come from a
+small text encoder trained with the UNet (``PromptEncoder``: word embeddings, positions, two
+transformer layers; L = 16 words, D = 64), in place of T5's ``(1, 77, 4096)``.
+
+Training (``train_mini``) follows improved DDPM (Nichol & Dhariwal 2021), the recipe behind IF's
+learned-range variance: the hybrid loss
+
+    L = || eps - eps_theta(x_t, t, c) ||^2  +  L_vlb(t)
+
+where L_vlb(t) is KL( q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t) ) in bits per dimension (the
+discretised decoder likelihood at t = 0), with the mean's gradient stopped so that only the variance
+channels learn from it. The variance channels v in [-1, 1] interpolate in log space between the
+posterior variance beta~_t and beta_t, exactly as ``DDPMScheduler(variance_type="learned_range")`` reads
+them: log sigma^2 = (v+1)/2 log beta_t + (1 - (v+1)/2) log beta~_t.
+
+Prompts are drawn per image: about 10% the null prompt ``""`` (for classifier-free guidance), the rest
+name the digit, the style, both or neither in one of the world's phrasings (``diffnb.world``).
+
+Command line::
+
+    python -m diffnb.mini train            # reproduce data/models/mini-if (resumes if interrupted)
+    python -m diffnb.mini train --steps 200 --out /tmp/mini   # a short run elsewhere
+
+The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
+steps and read back with ``weights_only=True``; an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from diffnb import world
+from diffnb.paths import build_dir, data_dir
+
+MAX_WORDS = 16
+EMBED_DIM = 64
+
+#: The UNet: IF's block types (ResNet levels with scale-shift time conditioning, a SimpleCrossAttn
+#: level and mid block that attend to the projected text), at 32x32 and small widths so that a
+#: 33-step CFG sample of 5 images takes a couple of seconds on 2 CPU cores.
+MINI_UNET_CONFIG = dict(
+    sample_size=world.SIZE,
+    in_channels=3,
+    out_channels=6,                                       # noise (3) + learned-range variance (3)
+    layers_per_block=1,
+    block_out_channels=(24, 48, 96),
+    down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+    up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
+    cross_attention_dim=64,
+    attention_head_dim=32,
+    encoder_hid_dim=EMBED_DIM,                            # the prompt encoder's width (IF: T5's 4096)
+    encoder_hid_dim_type="text_proj",
+    addition_embed_type=None,
+    class_embed_type=None,
+    cross_attention_norm="group_norm",
+    resnet_time_scale_shift="scale_shift",
+    act_fn="gelu",
+    norm_num_groups=8,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    upcast_attention=False,
+    use_linear_projection=False,
+)
+
+
+# --------------------------------------------------------------------------- prompt encoder
+
+class PromptEncoder(nn.Module):
+    """Words -> ``(B, MAX_WORDS, dim)`` states: word + position embeddings, a small transformer.
+
+    Like T5 for IF, it encodes the padded sequence and the UNet attends to all of it; the null
+    prompt ``""`` (all padding) is the unconditional embedding. Unknown words raise an error that
+    lists the words it knows.
+    """
+
+    def __init__(self, vocab: list[str], max_words: int = MAX_WORDS, dim: int = EMBED_DIM,
+                 layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.vocab = list(vocab)
+        self.config = dict(vocab=self.vocab, max_words=max_words, dim=dim, layers=layers, heads=heads)
+        self.index = {w: i + 1 for i, w in enumerate(self.vocab)}        # 0 = padding
+        self.words = nn.Embedding(len(self.vocab) + 1, dim)
+        self.position = nn.Parameter(torch.randn(1, max_words, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def token_ids(self, prompts: list[str]) -> torch.Tensor:
+        """Word ids ``(B, max_words)``, zero-padded; checks every word."""
+        n = self.config["max_words"]
+        ids = torch.zeros(len(prompts), n, dtype=torch.long)
+        for row, text in enumerate(prompts):
+            words = world.tokenize(text)
+            unknown = [w for w in words if w not in self.index]
+            if unknown:
+                raise ValueError(f"the prompt encoder does not know {unknown}; it knows {' '.join(self.vocab)}")
+            if len(words) > n:
+                raise ValueError(f"prompt {text!r} has {len(words)} words; the mini model reads at most {n}")
+            ids[row, :len(words)] = torch.tensor([self.index[w] for w in words], dtype=torch.long)
+        return ids
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.encoder(self.words(ids) + self.position))
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.token_ids(prompts).to(self.position.device)
+        return self(ids)
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config, indent=1))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "PromptEncoder":
+        from safetensors.torch import load_file
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no prompt encoder in {folder} (config.json missing); "
+                                    "retrain the mini model with `python -m diffnb.mini train`")
+        enc = cls(**json.loads((folder / "config.json").read_text()))
+        enc.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return enc.eval()
+
+
+class MiniPrompts:
+    """The mini model's prompt embeddings, computed on demand (the embeddings-file interface).
+
+    ``get(prompt)`` returns ``(1, MAX_WORDS, EMBED_DIM)``; any prompt made of the world's words works,
+    others raise ``PromptNotFoundError`` naming the words known. ``prompts`` lists examples.
+    """
+
+    def __init__(self, encoder: PromptEncoder, source: str | None = None):
+        self.encoder = encoder.eval()
+        self.source = source
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def prompts(self) -> list[str]:
+        return ["", world.prompt(), world.prompt(7, "photo"), world.prompt(3, "crayon drawing", 2),
+                world.prompt(2, "pencil sketch", 3), world.prompt(style="crayon drawing")]
+
+    def __contains__(self, prompt: object) -> bool:
+        if not isinstance(prompt, str):
+            return False
+        try:
+            self.encoder.token_ids([prompt])
+        except ValueError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"MiniPrompts(words={len(self.encoder.vocab)}, shape (1, {MAX_WORDS}, {EMBED_DIM}), source={self.source!r})"
+
+    def get(self, prompt: str, device=None, dtype=None) -> torch.Tensor:
+        if prompt not in self._cache:
+            world.tokenize(prompt)                       # PromptNotFoundError naming the known words
+            self._cache[prompt] = self.encoder.encode([prompt]).cpu()
+        return self._cache[prompt].to(device=device, dtype=dtype)
+
+    __getitem__ = get
+
+    @property
+    def uncond(self) -> torch.Tensor:
+        return self.get("")
+
+
+def load_mini_prompts(folder: str | Path | None = None) -> MiniPrompts:
+    """The prompt encoder shipped beside the mini UNet (``data/models/mini-if/prompt_encoder``)."""
+    folder = Path(folder) if folder is not None else data_dir() / "models" / "mini-if"
+    return MiniPrompts(PromptEncoder.load(folder / "prompt_encoder"), source=str(folder))
+
+
+# --------------------------------------------------------------------------- the hybrid loss
+
+def _schedule(scheduler, device) -> dict[str, torch.Tensor]:
+    """Per-timestep tensors of the (unstrided) schedule that the loss needs."""
+    abar = scheduler.alphas_cumprod.to(device=device, dtype=torch.float64)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    beta = 1 - abar / abar_prev
+    post_var = beta * (1 - abar_prev) / (1 - abar)
+    post_log_var = torch.log(torch.cat([post_var[1:2], post_var[1:]]))     # clipped at t = 0 (improved DDPM)
+    out = dict(abar=abar, log_beta=torch.log(beta), post_log_var=post_log_var,
+               coef_x0=beta * abar_prev.sqrt() / (1 - abar), coef_xt=(1 - abar_prev) * (1 - beta).sqrt() / (1 - abar))
+    return {k: v.float() for k, v in out.items()}
+
+
+def _normal_kl(mean1, logvar1, mean2, logvar2):
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def _std_normal_cdf(x):
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def _discretised_log_likelihood(x, means, log_scales):
+    """log p(x) of images in [-1, 1] quantised to 256 levels under N(means, exp(log_scales)^2)."""
+    centred = x - means
+    inv_std = torch.exp(-log_scales)
+    cdf_plus = _std_normal_cdf(inv_std * (centred + 1.0 / 255.0))
+    cdf_min = _std_normal_cdf(inv_std * (centred - 1.0 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    cdf_delta = cdf_plus - cdf_min
+    return torch.where(x < -0.999, log_cdf_plus,
+                       torch.where(x > 0.999, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))))
+
+
+def learned_log_variance(v: torch.Tensor, t: torch.Tensor, sched: dict) -> torch.Tensor:
+    """log sigma^2 from the variance channels, as ``DDPMScheduler`` (learned_range) reads them."""
+    frac = (v + 1) / 2
+    shape = (-1,) + (1,) * (v.dim() - 1)
+    return frac * sched["log_beta"][t].view(shape) + (1 - frac) * sched["post_log_var"][t].view(shape)
+
+
+def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                noise: torch.Tensor, sched: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Improved DDPM's hybrid loss. Returns ``(loss, mse, vlb)``, each a scalar (vlb in bits/dim)."""
+    c = x0.shape[1]
+    eps, v = model_output[:, :c], model_output[:, c:]
+    mse = F.mse_loss(eps, noise)
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    abar = sched["abar"][t].view(shape)
+    x0_pred = (x_t - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()     # stop-grad: the mean is L_simple's job
+    mean_pred = sched["coef_x0"][t].view(shape) * x0_pred + sched["coef_xt"][t].view(shape) * x_t
+    mean_true = sched["coef_x0"][t].view(shape) * x0 + sched["coef_xt"][t].view(shape) * x_t
+    log_var = learned_log_variance(v, t, sched)
+    kl = _normal_kl(mean_true, sched["post_log_var"][t].view(shape), mean_pred, log_var)
+    nll = -_discretised_log_likelihood(x0, mean_pred, 0.5 * log_var)
+    per_pixel = torch.where((t == 0).view(shape), nll, kl) / math.log(2.0)
+    vlb = per_pixel.mean()
+    return mse + vlb, mse.detach(), vlb.detach()
+
+
+# --------------------------------------------------------------------------- training
+
+@dataclasses.dataclass(frozen=True)
+class MiniConfig:
+    """Everything that determines the trained weights (the run folder is named by its hash)."""
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    n_images: int = 40000
+    p_uncond: float = 0.1
+    ema_decay: float = 0.995
+    save_every: int = 250
+
+    def key(self) -> str:
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+#: how prompts are drawn per image: (share, names digit, names style)
+PROMPT_MIX = ((0.55, True, True), (0.15, True, False), (0.15, False, True), (0.15, False, False))
+
+
+@functools.lru_cache(maxsize=1)
+def _prompt_table() -> dict[tuple, list[str]]:
+    return {(d, s): world.all_prompts(d, s) for d in [None, *range(10)] for s in [None, 0, 1, 2]}
+
+
+def draw_prompts(digits: torch.Tensor, styles: torch.Tensor, gen: torch.Generator, p_uncond: float) -> list[str]:
+    """One prompt per image: ``""`` with probability ``p_uncond``, otherwise a phrasing that names the
+    image's digit and/or style as ``PROMPT_MIX`` says (never a wrong one)."""
+    table = _prompt_table()
+    shares = torch.tensor([m[0] for m in PROMPT_MIX])
+    kind = torch.multinomial(shares, len(digits), replacement=True, generator=gen)
+    drop = torch.rand(len(digits), generator=gen) < p_uncond
+    pick = torch.rand(len(digits), generator=gen)
+    out = []
+    for i in range(len(digits)):
+        if drop[i]:
+            out.append("")
+            continue
+        _, name_d, name_s = PROMPT_MIX[int(kind[i])]
+        options = table[(int(digits[i]) if name_d else None, int(styles[i]) if name_s else None)]
+        out.append(options[int(pick[i] * len(options))])
+    return out
+
+
+def new_models(seed: int):
+    """The UNet and prompt encoder at their seeded initial weights."""
+    from diffusers import UNet2DConditionModel
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**MINI_UNET_CONFIG)
+        encoder = PromptEncoder(world.vocabulary())
+    return unet, encoder
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _lr(cfg: MiniConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, run_dir: str | Path | None = None,
+               progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume) the mini model and export it to ``out`` (default ``data/models/mini-if``).
+
+    ``stop_after``: stop after that many steps without exporting (to test resuming). Returns a summary
+    dict with the final losses and the seconds spent in this call.
+    """
+    from diffusers import DDPMScheduler
+    from diffnb.models import IF_SCHEDULER_CONFIG
+    from diffnb.progress import progress as tqdm
+
+    if not isinstance(cfg, MiniConfig):
+        raise TypeError(f"cfg must be a MiniConfig, got {type(cfg).__name__}")
+    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.n_images < cfg.batch_size:
+        raise ValueError(f"need steps > 0, batch_size > 0 and n_images >= batch_size, got {cfg}")
+    run_dir = Path(run_dir) if run_dir is not None else build_dir() / "mini" / cfg.key()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "state.pt"
+    started = time.time()
+
+    data = world.render_world(cfg.n_images, seed=cfg.seed)
+    images = data.images * 2 - 1                                   # [-1, 1]
+    scheduler = DDPMScheduler(**IF_SCHEDULER_CONFIG)
+    sched = _schedule(scheduler, "cpu")
+    unet, encoder = new_models(cfg.seed)
+    params = list(unet.parameters()) + list(encoder.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    ema = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    step, history = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        unet.load_state_dict(state["unet"])
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["opt"])
+        for e, saved in zip(ema, state["ema"]):
+            e.copy_(saved)
+        gen.set_state(state["gen"])
+        step, history = int(state["step"]), list(state["history"])
+        if progress:
+            print(f"resuming {run_dir} at step {step}", flush=True)
+
+    def save():
+        _atomic_save(dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt.state_dict(),
+                          ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg)),
+                     state_path)
+
+    unet.train()
+    encoder.train()
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    bar = tqdm(range(step, end), desc="mini", initial=step, total=cfg.steps, disable=not progress)
+    for step_i in bar:
+        idx = torch.randint(0, cfg.n_images, (cfg.batch_size,), generator=gen)
+        x0 = images[idx]
+        prompts = draw_prompts(data.digits[idx], data.styles[idx], gen, cfg.p_uncond)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        x_t = scheduler.add_noise(x0, noise, t)
+        emb = encoder(encoder.token_ids(prompts))
+        pred = unet(x_t, t, encoder_hidden_states=emb).sample
+        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched)
+        for group in opt.param_groups:
+            group["lr"] = _lr(cfg, step_i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step_i) / (10 + step_i))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - decay)
+        history.append((float(mse), float(vlb)))
+        step = step_i + 1
+        if step % 50 == 0 and progress:
+            recent = history[-50:]
+            bar.set_postfix(mse=f"{sum(h[0] for h in recent) / len(recent):.4f}",
+                            vlb=f"{sum(h[1] for h in recent) / len(recent):.4f}")
+        if step % cfg.save_every == 0 or step == end:
+            save()
+    summary = dict(step=step, seconds=time.time() - started,
+                   mse_last_200=sum(h[0] for h in history[-200:]) / max(1, len(history[-200:])),
+                   vlb_last_200=sum(h[1] for h in history[-200:]) / max(1, len(history[-200:])),
+                   run_dir=str(run_dir))
+    if step < cfg.steps:
+        return summary
+    # export the EMA weights as an IF-style diffusers folder plus the prompt encoder
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    summary["out"] = str(export(unet, encoder, out, cfg, history))
+    return summary
+
+
+def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig, history) -> Path:
+    """Write the model folder atomically: model_index.json, unet/, scheduler/, prompt_encoder/, training.json."""
+    from diffusers import DDPMScheduler, IFPipeline
+    from diffnb.models import IF_SCHEDULER_CONFIG
+
+    out = Path(out) if out is not None else data_dir() / "models" / "mini-if"
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe = IFPipeline(tokenizer=None, text_encoder=None, unet=unet.eval(), scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG),
+                      safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    encoder.eval().save(tmp / "prompt_encoder")
+    curve = [sum(h[0] for h in history[i:i + 100]) / len(history[i:i + 100]) for i in range(0, len(history), 100)]
+    (tmp / "training.json").write_text(json.dumps(dict(config=dataclasses.asdict(cfg), mse_per_100_steps=curve), indent=1))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.replace(old)
+        tmp.replace(out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.replace(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diffnb.mini", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train (or resume) the mini model and write it to data/models/mini-if")
+    defaults = MiniConfig()
+    for f in dataclasses.fields(MiniConfig):
+        tr.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+    tr.add_argument("--out", type=Path, default=None, help="model folder (default data/models/mini-if)")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        cfg = MiniConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(MiniConfig)})
+        summary = train_mini(cfg, out=args.out)
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
