@@ -10,7 +10,7 @@ Conventions (stated once):
     differ:
 
       ``deepfloyd``  the real ``DeepFloyd/IF-I-{XL,L,M}-v1.0`` weights (gated; fp16 on CUDA, fp32 on CPU)
-      ``mini``       ``data/models/mini-if/``, a small IF-compatible model the pack trains (later)
+      ``mini``       ``data/models/mini-if/``, a small IF-compatible model the pack trains (``diffnb.mini``)
       ``tiny``       ``data/models/tiny-if/``, random IF-shaped weights for tests (``make-tiny``)
 
   * Sizes are read from ``unet.config`` (``sample_size``, ``in_channels``); devices come from
@@ -150,7 +150,7 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
     """Load the stage-1 bundle: a diffusers ``IFPipeline`` without T5, safety checker or watermarker.
 
     Args:
-        model: ``"tiny"`` (random weights, tests), ``"mini"`` (trained, small) or ``"deepfloyd"``.
+        model: ``"tiny"`` (random weights, tests), ``"mini"`` (trained on the digit world, 32x32) or ``"deepfloyd"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... (see ``diffnb.devices.get_device``).
         variant: for ``deepfloyd``: ``"XL"`` (4.3B), ``"L"`` or ``"M"``.
         dtype: default fp16 for ``deepfloyd`` on CUDA, fp32 otherwise. fp16 on CPU is refused.
@@ -164,7 +164,7 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(repr(m) for m in MODELS)} "
-                         "('tiny' ships with the pack and works offline)")
+                         "('mini' and 'tiny' ship with the pack and work offline)")
     dev = get_device(device)
     dtype = _parse_dtype(dtype)
     if dtype is None:
@@ -191,8 +191,8 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
         if not (folder / "model_index.json").is_file():
             if model == "mini":
                 raise FileNotFoundError(
-                    f"the 'mini' model is not shipped yet ({folder} is missing); use model='tiny' for now, "
-                    "or model='deepfloyd' where the real weights are available")
+                    f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini train` "
+                    "(about an hour on 2 CPU cores), or restore data/models/mini-if from the repository")
             raise FileNotFoundError(f"the 'tiny' model is missing ({folder}); recreate it with "
                                     "`python -m diffnb.models make-tiny`")
         source = str(folder)

@@ -23,7 +23,7 @@ from diffnb.profiles import part_a_settings
 #: one line per model for the setup cell
 MODEL_NOTES = {
     "tiny": "random IF-shaped weights, {size}x{size}: the pictures are noise, the code path is real",
-    "mini": "a small IF-compatible model trained by the pack, {size}x{size}",
+    "mini": "a small IF-compatible model the pack trains on its digit world, {size}x{size}",
     "deepfloyd": "DeepFloyd IF stage 1, {size}x{size}",
 }
 
@@ -74,8 +74,9 @@ class PartA:
     def embed(self, prompt: str) -> torch.Tensor:
         """The embedding ``(1, L, D)`` of ``prompt`` on the model's device and dtype (``""``: unconditional).
 
-        With ``deepfloyd`` a prompt not yet embedded is encoded with T5 (and cached on disk); with the
-        shipped embeddings file a missing prompt is an error listing the prompts that exist.
+        With ``deepfloyd`` a prompt not yet embedded is encoded with T5 (and cached on disk); ``mini``
+        embeds any prompt made of its world's words; with the shipped embeddings file (``tiny``) a
+        missing prompt is an error listing the prompts that exist.
         """
         if self.model == "deepfloyd" and prompt not in self.embeddings:
             from diffnb.prompts import encode_prompts
@@ -110,9 +111,9 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
                  seed: int | None = None, **overrides) -> PartA:
     """Resolve the profile, load the stage-1 bundle and the prompt embeddings, print one line.
 
-    ``tiny``/``mini`` read the shipped embeddings file; ``deepfloyd`` computes T5 embeddings of the
-    profile's prompts with ``diffnb.prompts.encode_prompts`` (cached on disk; a clear error if the
-    T5 weights are absent).
+    ``tiny`` reads the shipped embeddings file; ``mini`` embeds any prompt of its world with the prompt
+    encoder shipped beside it; ``deepfloyd`` computes T5 embeddings of the profile's prompts with
+    ``diffnb.prompts.encode_prompts`` (cached on disk; a clear error if the T5 weights are absent).
     """
     from diffnb.models import load_stage1
     from diffnb.prompts import default_embeddings_path, encode_prompts, load_embeddings
@@ -126,6 +127,9 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
     if name == "deepfloyd":
         prompts = [""] + _prompts_of(settings["prompts"])
         embeddings = encode_prompts(prompts, device=dev)
+    elif name == "mini":
+        from diffnb.mini import load_mini_prompts
+        embeddings = load_mini_prompts()
     else:
         embeddings = load_embeddings(default_embeddings_path(name))
     torch.manual_seed(settings["seed"])

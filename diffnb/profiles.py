@@ -109,23 +109,51 @@ def part_b_sampling(profile: str = "quick", **overrides) -> SampleSettings:
 # ------------------------------------------------------------------------------------ Part A
 # The write-up (Part A): DeepFloyd IF stage 1, seed 100 for every sampling run, CFG gamma = 7,
 # SDEdit start indices [1, 3, 5, 7, 10, 20] on the strided list 990, 960, ..., 30, 0.
-# quick: the same settings on the offline ``tiny`` model (random weights: the pictures are noise,
-# the code paths and the checked invariants are real).
-_PART_A_PROMPTS = dict(
-    picture="a high quality picture",                                   # 1.4-1.7
+# quick: the same settings on the offline ``mini`` model (32x32, trained by the pack on its digit
+# world), with prompts and inputs from that world. ``tiny`` (random weights) takes the seed
+# profile's prompts, whose embeddings ship in data/embeddings/tiny-if.safetensors.
+_WRITE_UP_PROMPTS = dict(
+    picture="a high quality picture",                                   # 1.3-1.7
     samples=["an oil painting of a snowy mountain village",             # section 0
              "a man wearing a hat", "a rocket ship"],
     crayon="a high quality crayon drawing",                             # 1.7.3
-    pairs=[("a man mid fall", "a paint brush"),                         # 1.8 and 1.9
+    pairs=[("a man mid fall", "a paint brush"),                         # 1.8
            ("a photo of a caveman", "a photo of a manatee")],
+    hybrid_pairs=[("a man mid fall", "a paint brush"),                  # 1.9 (low, high frequency)
+                  ("a photo of a caveman", "a photo of a manatee")],
 )
-_PART_A_COMMON = dict(seed=100, guidance_scale=7.0, i_starts=[1, 3, 5, 7, 10, 20], stride=30,
-                      prompts=_PART_A_PROMPTS)
+_WRITE_UP_IMAGES = dict(
+    image="data/images/rocket.jpg",                                     # 1.1-1.4
+    photos=["data/images/rocket.jpg", "data/images/astronaut.jpg", "data/images/cat.jpg"],
+    web="data/images/coffee.jpg",
+    sketches=["data/images/sketch_cube.png", "data/images/sketch_flower.png"],
+    masks=["data/masks/rocket_top.png", "data/masks/astronaut_face.png", "data/masks/cat_nose.png"],
+)
+_MINI_PROMPTS = dict(
+    picture="a high quality picture",
+    samples=["a photo of the digit 7", "a crayon drawing of the number three", "a pencil sketch of a 2"],
+    crayon="a high quality crayon drawing",
+    pairs=[("a pencil sketch of the digit 4", "a pencil sketch of the digit 7"),
+           ("a photo of the digit 3", "a photo of the digit 5")],
+    hybrid_pairs=[("a photo of the digit 1", "a pencil sketch of the digit 7"),
+                  ("a crayon drawing of the digit 0", "a pencil sketch of the digit 4")],
+)
+_MINI_IMAGES = dict(
+    image="data/images/world/photo_4.png",
+    photos=["data/images/world/photo_4.png", "data/images/world/photo_7.png", "data/images/world/pencil_2.png"],
+    web="data/images/world/crayon_5.png",
+    sketches=["data/images/world/hand_drawn_3.png", "data/images/world/hand_drawn_6.png"],
+    masks=["data/masks/world_top.png", "data/masks/world_left.png", "data/masks/world_centre.png"],
+)
+_PART_A_COMMON = dict(seed=100, guidance_scale=7.0, i_starts=[1, 3, 5, 7, 10, 20], stride=30, hybrid_sigma=2.0)
 
 PART_A = {
-    "quick": dict(model="tiny", **_PART_A_COMMON),
-    "seed": dict(model="deepfloyd", **_PART_A_COMMON),
+    "quick": dict(model="mini", prompts=_MINI_PROMPTS, images=_MINI_IMAGES, **_PART_A_COMMON),
+    "seed": dict(model="deepfloyd", prompts=_WRITE_UP_PROMPTS, images=_WRITE_UP_IMAGES, **_PART_A_COMMON),
 }
+#: the prompts and images that suit each model, when ``model`` overrides the profile's
+MODEL_INPUTS = {"mini": (_MINI_PROMPTS, _MINI_IMAGES), "tiny": (_WRITE_UP_PROMPTS, _WRITE_UP_IMAGES),
+                "deepfloyd": (_WRITE_UP_PROMPTS, _WRITE_UP_IMAGES)}
 
 
 def part_a_settings(profile: str = "quick", **overrides) -> dict:
@@ -136,11 +164,17 @@ def part_a_settings(profile: str = "quick", **overrides) -> dict:
     """
     if profile not in PART_A:
         raise ValueError(f"unknown profile {profile!r}; use one of {list(PART_A)} "
-                         "(quick: the offline tiny model on a CPU; seed: the write-up's DeepFloyd IF run, GPU)")
+                         "(quick: the offline mini model on a CPU; seed: the write-up's DeepFloyd IF run, GPU)")
     import copy
     settings = copy.deepcopy(PART_A[profile])
     unknown = set(overrides) - set(settings)
     if unknown:
         raise ValueError(f"unknown Part A setting(s) {sorted(unknown)}; known: {sorted(settings)}")
+    model = overrides.get("model")
+    if model is not None and model != settings["model"]:
+        if model not in MODEL_INPUTS:
+            raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_INPUTS)}")
+        prompts, images = MODEL_INPUTS[model]          # prompts the model knows, inputs of its kind
+        settings["prompts"], settings["images"] = copy.deepcopy(prompts), copy.deepcopy(images)
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return settings

@@ -277,3 +277,71 @@ def parse_prompt(text: str) -> tuple[int | None, int | None]:
     elif "pencil" in words:
         style = 2
     return digit, style
+
+
+# --------------------------------------------------------------------------- example files
+
+#: (file stem, digit, style) of the renders under data/images/world/, and the seed that draws them
+EXAMPLES = (("photo_4", 4, 0), ("photo_7", 7, 0), ("pencil_2", 2, 2), ("crayon_5", 5, 1))
+EXAMPLE_SEED = 4_000_001
+
+#: two digits drawn as pen strokes (x, y in [0, 1], y down), for the "hand-drawn" inputs of 1.7.1
+_HAND_DRAWN = {
+    3: [[(0.30, 0.22), (0.45, 0.14), (0.62, 0.16), (0.68, 0.28), (0.60, 0.42), (0.46, 0.48),
+         (0.62, 0.54), (0.70, 0.68), (0.62, 0.82), (0.44, 0.86), (0.28, 0.78)]],
+    6: [[(0.64, 0.14), (0.48, 0.24), (0.36, 0.40), (0.30, 0.58), (0.34, 0.76), (0.48, 0.86), (0.62, 0.80),
+         (0.68, 0.64), (0.58, 0.52), (0.44, 0.52), (0.34, 0.62)]],
+}
+
+
+def _hand_drawn(digit: int, size: int = 128, seed: int = 0):
+    from PIL import Image, ImageDraw
+    gen = torch.Generator().manual_seed(seed + digit)
+    img = Image.new("RGB", (size, size), (250, 249, 244))
+    draw = ImageDraw.Draw(img)
+    for stroke in _HAND_DRAWN[digit]:
+        pts = torch.tensor(stroke) * size
+        pts = pts + torch.randn(pts.shape, generator=gen) * size * 0.008        # a slightly unsteady hand
+        # densify with Catmull-Rom-like midpoints so the curve looks drawn, not polygonal
+        dense = F.interpolate(pts.T[None], size=len(stroke) * 8, mode="linear", align_corners=True)[0].T
+        draw.line([tuple(p) for p in dense.tolist()], fill=(30, 30, 40), width=max(2, size // 18), joint="curve")
+    return img
+
+
+def _example_masks(size: int = SIZE) -> dict[str, torch.Tensor]:
+    from diffnb.images import ellipse_mask, rectangle_mask
+    return {"world_top": rectangle_mask(size, 0, 0, size // 2, size),
+            "world_left": rectangle_mask(size, 0, 0, size, size // 2),
+            "world_centre": ellipse_mask(size, size / 2, size / 2, size / 4, size / 4)}
+
+
+def write_examples(root=None) -> list:
+    """(Re)write the mini profile's input files: renders under ``data/images/world/``, two hand-drawn
+    digits and three masks under ``data/masks/``. Deterministic."""
+    from pathlib import Path
+    from torchvision.utils import save_image
+    from diffnb.paths import data_dir
+
+    root = Path(root) if root is not None else data_dir()
+    (root / "images" / "world").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    written = []
+    w = render_world(len(EXAMPLES), EXAMPLE_SEED, digits=[e[1] for e in EXAMPLES], styles=[e[2] for e in EXAMPLES])
+    for (stem, _, _), img in zip(EXAMPLES, w.images):
+        path = root / "images" / "world" / f"{stem}.png"
+        save_image(img, str(path))
+        written.append(path)
+    for digit in _HAND_DRAWN:
+        path = root / "images" / "world" / f"hand_drawn_{digit}.png"
+        _hand_drawn(digit).save(path)
+        written.append(path)
+    for stem, m in _example_masks().items():
+        path = root / "masks" / f"{stem}.png"
+        save_image(m.float().reshape(1, *m.shape[-2:]), str(path))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_examples():
+        print(p)
