@@ -2,6 +2,7 @@
 
     python benchmarks/bench_partA_loop.py                 # CPU: tiny and small random IF-shaped UNets
     python benchmarks/bench_partA_loop.py --threads 1     # steadier numbers on a shared CPU
+    python benchmarks/bench_partA_loop.py --mini          # + the trained mini model, 5 images per sample
     python benchmarks/bench_partA_loop.py --full-size     # + IF-I-XL-sized UNet, fp16, CUDA only
 
 What it measures, per denoising step (best of ``--repeats`` interleaved runs after a warm-up):
@@ -134,17 +135,18 @@ def unbatched_anagram_estimator(stage1, views, conds, uncond, scale):
     return estimate
 
 
-def bench_cpu_model(name: str, config: dict | None, stride: int, repeats: int, n: int) -> list[tuple[str, float, str]]:
+def bench_cpu_model(name: str, config: dict | None, stride: int, repeats: int, n: int, pipe=None,
+                    length: int = 77) -> list[tuple[str, float, str]]:
     device, dtype = torch.device("cpu"), torch.float32
-    pipe = build(config, device, dtype)
+    pipe = pipe if pipe is not None else build(config, device, dtype)
     d = pipe.unet.config.encoder_hid_dim
     g = torch.Generator().manual_seed(0)
-    cond, uncond = torch.randn(1, 77, d, generator=g), torch.randn(1, 77, d, generator=g)
+    cond, uncond = torch.randn(1, length, d, generator=g), torch.randn(1, length, d, generator=g)
     ts = strided_timesteps(pipe, 990, stride)
     steps = len(ts) - 1
     x0 = pure_noise(pipe, torch.Generator().manual_seed(1), num_images=n)
     views = [IdentityView(), FlipView()]
-    c2 = torch.randn(1, 77, d, generator=g)
+    c2 = torch.randn(1, length, d, generator=g)
 
     def gen():
         return torch.Generator().manual_seed(2)
@@ -169,7 +171,7 @@ def bench_cpu_model(name: str, config: dict | None, stride: int, repeats: int, n
 
     params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
     h = pipe.unet.config.sample_size
-    label = f"{name} ({params:.1f}M params, {h}x{h}, N={n}, {steps} steps)" if config else \
+    label = f"{name} ({params:.1f}M params, {h}x{h}, N={n}, {steps} steps)" if config or pipe is not None else \
         f"{name} ({h}x{h}, N={n}, {steps} steps): loop cost without the network"
     ms = 1e3
     return [
@@ -179,6 +181,7 @@ def bench_cpu_model(name: str, config: dict | None, stride: int, repeats: int, n
         ("  diffnb CFG step, two passes (N + N)", t_two * ms, f"batched is {t_two / t_cfg:.2f}x faster"),
         ("  diffnb anagram step (batch 4N)", t_ana * ms, f"{t_ana / t_pipe:.2f}x a pipeline CFG step"),
         ("  diffnb anagram step, four passes", t_ana4 * ms, f"batched is {t_ana4 / t_ana:.2f}x faster"),
+        ("  diffnb CFG sample, whole", t["cfg"] * ms, f"= {t['cfg']:.2f} s for {steps} steps, {n} images"),
     ]
 
 
@@ -218,6 +221,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--full-size", action="store_true", help="also time an IF-I-XL-sized fp16 UNet on CUDA")
     ap.add_argument("--skip-small", action="store_true", help="only the tiny model on CPU")
+    ap.add_argument("--mini", action="store_true", help="also the trained mini model, 5 images (target: a 33-step "
+                    "CFG sample of 5 images in under 3 s on 2 CPU cores)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,6 +231,11 @@ def main(argv=None) -> int:
     rows += bench_cpu_model("tiny IF-shaped UNet", tiny_unet_config(), stride=30, repeats=args.repeats, n=1)
     if not args.skip_small:
         rows += bench_cpu_model("small IF-shaped UNet", small_config(), stride=165, repeats=args.repeats, n=1)
+    if args.mini:
+        from diffnb.mini import EMBED_DIM, MAX_WORDS  # noqa: F401
+        from diffnb.models import load_stage1
+        rows += bench_cpu_model("mini (trained)", None, stride=30, repeats=args.repeats, n=5,
+                                pipe=load_stage1("mini", device="cpu"), length=MAX_WORDS)
     if args.full_size:
         rows += bench_full_size(args.repeats)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, best of {args.repeats} interleaved runs")

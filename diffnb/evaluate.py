@@ -8,7 +8,7 @@ name a digit and a style, and lets the judge (``diffnb.world_judge``) read the r
   ``adherence``       1.5-6  digit and style accuracy of samples, and their diversity, at a given CFG scale
   ``sdedit_curve``    1.7    how much of the input survives per start index (distance, digit kept)
   ``inpaint_score``   1.7.2  kept pixels exact; the masked part completed into the original digit
-  ``translation``     1.7.3  edits towards "a high quality crayon drawing": crayon and digit kept
+  ``sdedit_curve``    1.7.3  with "a high quality crayon drawing": read as crayon, digit kept
   ``anagram_score``   1.8    both orientations read as their prompts, against sampling + flipping
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2
 
@@ -38,13 +38,26 @@ def unit(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
 
 
-def world_images(n: int, seed: int = EVAL_SEED, digits=None, styles=None, like: torch.Tensor | None = None):
+def world_images(n: int, seed: int = EVAL_SEED, digits=None, styles=None, like: torch.Tensor | None = None,
+                 size: int = world.SIZE):
     """``n`` held-out renders: ``(images in [-1, 1], digits, styles)`` on ``like``'s device and dtype."""
-    w = world.render_world(n, seed, digits=digits, styles=styles)
+    w = world.render_world(n, seed, digits=digits, styles=styles, size=size)
     x = w.images * 2 - 1
     if like is not None:
         x = x.to(like.device, like.dtype)
     return x, w.digits, w.styles
+
+
+def describe(judge, images: torch.Tensor, prompts: Sequence[str]) -> list[str]:
+    """One line per image: the prompt, what the judge reads (digit, style) and whether it matches."""
+    digit, _, style, _ = judge.predict(unit(images))
+    lines = []
+    for p, d, s in zip(prompts, digit.tolist(), style.tolist()):
+        want_d, want_s = world.parse_prompt(p)
+        read = f"{d if d < 10 else 'no digit'}, {world.STYLES[s]}"
+        ok = (want_d is None or want_d == d) and (want_s is None or want_s == s)
+        lines.append(f"{p!r} -> {read} ({'as asked' if ok else 'NOT as asked'})")
+    return lines
 
 
 def embed_all(embed, prompts: Sequence[str]) -> torch.Tensor:
@@ -120,48 +133,46 @@ def adherence(stage1, embed, judge, scale: float, timesteps: Sequence[int], seed
 
 # --------------------------------------------------------------------------- 1.7, 1.7.2, 1.7.3
 
-def sdedit_curve(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, i_starts: Sequence[int],
-                 timesteps: Sequence[int], scale: float, seed: int, prompt: str = "a high quality picture") -> list[dict]:
-    """SDEdit of ``x0`` per start index: mean RMS ``distance`` to the input (in [0, 1] units) and the
-    share of edits still read as the input's digit (``digit_kept``). Returns rows and the edits."""
-    edits = ddpm.sdedit(x0, i_starts, stage1, embed(prompt), embed(""), timesteps, scale,
-                        torch.Generator().manual_seed(seed))
+def score_sdedit(judge, edits: Sequence[torch.Tensor], x0: torch.Tensor, digits: torch.Tensor,
+                 i_starts: Sequence[int], timesteps: Sequence[int], style: int | None = None) -> list[dict]:
+    """Read SDEdit results (one batch per start index, as ``ddpm.sdedit`` returns them): per start index
+    the mean RMS ``distance`` to the input (in [0, 1] units), the share still read as the input's
+    digit (``digit_kept``) and, if ``style`` is given, the share read in that style and ``both``."""
     rows = []
     for i, e in zip(i_starts, edits):
-        read = judge.read(unit(e), digit=digits)
-        rows.append(dict(i_start=i, t=timesteps[i], distance=float(_rms(e, x0).mean()),
-                         digit_kept=read["digit_accuracy"], edits=e))
+        read = judge.read(unit(e), digit=digits, style=style)
+        row = dict(i_start=i, t=timesteps[i], distance=float(_rms(e, x0).mean()), digit_kept=read["digit_accuracy"])
+        if style is not None:
+            row.update(style=read["style_accuracy"], both=read["both"])
+        rows.append(row)
     return rows
+
+
+def sdedit_curve(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, i_starts: Sequence[int],
+                 timesteps: Sequence[int], scale: float, seed: int, prompt: str = "a high quality picture") -> list[dict]:
+    """SDEdit of ``x0`` per start index towards ``prompt``, read by ``score_sdedit`` (with the style
+    the prompt names, if any)."""
+    edits = ddpm.sdedit(x0, i_starts, stage1, embed(prompt), embed(""), timesteps, scale,
+                        torch.Generator().manual_seed(seed))
+    return score_sdedit(judge, edits, x0, digits, i_starts, timesteps, world.parse_prompt(prompt)[1])
+
+
+def score_inpaint(judge, result: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor, digits: torch.Tensor) -> dict:
+    """``unmasked_exact``: every pixel outside the mask equals the input; ``digit_kept``: the share of
+    results read as the input's digit; ``legible``: read as some digit."""
+    keep = (mask.expand_as(x0) == 0)
+    read = judge.read(unit(result), digit=digits)
+    return dict(unmasked_exact=bool(torch.equal(result[keep], x0[keep])), digit_kept=read["digit_accuracy"],
+                legible=read["legible"])
 
 
 def inpaint_score(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, styles: torch.Tensor,
                   mask: torch.Tensor, timesteps: Sequence[int], scale: float, seed: int) -> dict:
-    """Inpaint ``mask`` (1 = edit) of each image, prompted with its own digit and style. Returns
-    ``unmasked_exact`` (bool), the share read as the original digit (``digit_kept``) and ``result``."""
+    """Inpaint ``mask`` (1 = edit) of each image, prompted with its own digit and style; ``score_inpaint``."""
     prompts = [world.prompt(int(d), int(s)) for d, s in zip(digits, styles)]
     out = ddpm.inpaint(x0, mask, stage1, embed_all(embed, prompts), embed(""), timesteps, scale,
                        torch.Generator().manual_seed(seed))
-    keep = (mask.expand_as(x0) == 0)
-    read = judge.read(unit(out), digit=digits)
-    return dict(unmasked_exact=bool(torch.equal(out[keep], x0[keep])), digit_kept=read["digit_accuracy"],
-                legible=read["legible"], result=out)
-
-
-def translation(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, i_starts: Sequence[int],
-                timesteps: Sequence[int], scale: float, seed: int,
-                prompt: str = "a high quality crayon drawing") -> list[dict]:
-    """SDEdit towards ``prompt`` (a style): per start index the share read in that style, with the
-    input's digit kept, and both."""
-    _, target = world.parse_prompt(prompt)
-    if target is None:
-        raise ValueError(f"{prompt!r} names no style of the world ({list(world.STYLES)}), so a translation "
-                         "cannot be judged")
-    rows = []
-    for r in sdedit_curve(stage1, embed, judge, x0, digits, i_starts, timesteps, scale, seed, prompt):
-        read = judge.read(unit(r["edits"]), digit=digits, style=target)
-        rows.append(dict(i_start=r["i_start"], t=r["t"], style=read["style_accuracy"],
-                         digit_kept=read["digit_accuracy"], both=read["both"], edits=r["edits"]))
-    return rows
+    return dict(score_inpaint(judge, out, x0, mask, digits), result=out)
 
 
 # --------------------------------------------------------------------------- 1.8 and 1.9
@@ -265,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         report("1.7.2 inpainting (top half)", dict(unmasked_exact=r["unmasked_exact"], digit_kept=round(r["digit_kept"], 3)))
     if "1.7.3" in sections:
         x0, d, _ = world_images(n, seed=EVAL_SEED + seed + 3, styles=0, like=like)
-        rows = translation(pa.stage1, pa.embed, judge, x0, d, pa.settings["i_starts"], ts, scale, seed)
+        rows = sdedit_curve(pa.stage1, pa.embed, judge, x0, d, pa.settings["i_starts"], ts, scale, seed,
+                            pa.settings["prompts"]["crayon"])
         report("1.7.3 photo -> crayon per start index", [dict(i_start=r["i_start"], crayon=round(r["style"], 3),
                                                              digit_kept=round(r["digit_kept"], 3),
                                                              both=round(r["both"], 3)) for r in rows])

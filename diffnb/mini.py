@@ -257,7 +257,7 @@ def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
 class MiniConfig:
     """Everything that determines the trained weights (the run folder is named by its hash)."""
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 100

@@ -139,6 +139,15 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
     return part
 
 
+def world_judge(pa: PartA):
+    """The judge of the digit world (``diffnb.world_judge``) when the model is ``mini``, else ``None``:
+    it reads digit and style, which only make sense for pictures of that world."""
+    if pa.model != "mini":
+        return None
+    from diffnb.world_judge import get_world_judge
+    return get_world_judge(device="cpu")
+
+
 # --------------------------------------------------------------------------- figures
 
 def show(images, nrow: int = 1, **kwargs):

@@ -12,7 +12,7 @@ colour: a small CNN with two heads,
 
 It is trained once (seeded, deterministic: 30,000 renders, 6 epochs, about four minutes on one CPU
 thread), checked on 3,000 held-out renders of another seed stream (99.4% of digits and 100% of
-styles read right) and cached in ``build_dir()/judge``; ``python -m diffnb.world_judge`` builds it.
+styles read right) and shipped in ``data/judge/`` (the default judge) or cached in ``build_dir()/judge``; ``python -m diffnb.world_judge`` builds it.
 
 Conventions (stated once):
   * Images are ``(N, 3, 32, 32)`` float in [0, 1], as ``render_world`` draws them.  Samples of the
@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .judge import NOT_A_DIGIT, scramble
-from .paths import build_dir
+from .paths import build_dir, data_dir
 from .world import SIZE, STYLES, render_world
 
 TRAIN_SEED_OFFSET = 7_000_001      # training renders: render_world(n_train, seed + TRAIN_SEED_OFFSET)
@@ -157,14 +157,18 @@ def cache_path(seed: int = 0, n_train: int = 30000, epochs: int = 6):
 
 def get_world_judge(device="cpu", seed: int = 0, n_train: int = 30000, epochs: int = 6,
                     progress: bool = False) -> WorldJudge:
-    """The world's judge, trained on first use (on the CPU, deterministically from ``seed``) and
-    cached on disk; later calls load it.  Its accuracies are measured on held-out renders."""
+    """The world's judge: the weights shipped under ``data/judge/`` (the defaults), or trained on first
+    use (on the CPU, deterministically from ``seed``) and cached in ``build/judge``; later calls load
+    it.  Its accuracies are measured on held-out renders at every load."""
     for name, value in (("seed", seed), ("n_train", n_train), ("epochs", epochs)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, got {value!r}")
     if n_train < 8 or epochs < 1:
         raise ValueError(f"need n_train >= 8 and epochs >= 1, got n_train={n_train}, epochs={epochs}")
     path = cache_path(seed, n_train, epochs)
+    shipped = data_dir() / "judge" / path.name          # the pack ships the default judge's weights
+    if shipped.is_file():
+        path = shipped
     model = WorldClassifier()
     if path.exists():
         model.load_state_dict(load_file(str(path)))

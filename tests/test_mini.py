@@ -1,0 +1,138 @@
+"""The mini model: the hybrid loss against closed forms and diffusers, the prompt encoder, resumable training."""
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from diffnb import mini, world
+from diffnb.models import IF_SCHEDULER_CONFIG, check_bundle, load_stage1, model_dir
+
+
+@pytest.fixture(scope="module")
+def sched():
+    s = DDPMScheduler(**IF_SCHEDULER_CONFIG)
+    return s, mini._schedule(s, "cpu")
+
+
+def test_learned_variance_is_what_the_diffusers_sampler_reads(sched):
+    """The training loss and DDPMScheduler(variance_type="learned_range") must agree on what the
+    variance channels mean, or the sampler would use variances the model never learnt."""
+    s, table = sched
+    s.set_timesteps(1000)                                     # unstrided: previous t = t - 1
+    v = torch.rand(3, 1, 1, 1) * 2 - 1
+    for t in (1, 10, 500, 999):
+        ours = mini.learned_log_variance(v, torch.full((3,), t), table)
+        theirs = torch.stack([s._get_variance(t, v[k]) for k in range(3)])
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_hybrid_loss_against_closed_forms(sched):
+    s, table = sched
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([1, 100, 500, 999])
+    xt = s.add_noise(x0, noise, t)
+    # exact noise and v = -1 (the true posterior variance): both terms vanish
+    loss, mse, vlb = mini.hybrid_loss(torch.cat([noise, -torch.ones_like(noise)], 1), x0, xt, t, noise, table)
+    assert mse == 0 and abs(float(vlb)) < 1e-6
+    # wrong noise, some variance: vlb is KL(q || p) per pixel in bits, computed here with torch.distributions
+    eps = noise + 0.3 * torch.randn(x0.shape, generator=g)
+    v = torch.rand(x0.shape, generator=g) * 2 - 1
+    _, mse, vlb = mini.hybrid_loss(torch.cat([eps, v], 1), x0, xt, t, noise, table)
+    abar = s.alphas_cumprod[t].view(-1, 1, 1, 1)
+    abar_prev = s.alphas_cumprod[t - 1].view(-1, 1, 1, 1)
+    beta = 1 - abar / abar_prev
+    mean = lambda x0_: (beta * abar_prev.sqrt() * x0_ + (1 - abar_prev) * (1 - beta).sqrt() * xt) / (1 - abar)  # noqa: E731
+    x0_hat = (xt - (1 - abar).sqrt() * eps) / abar.sqrt()
+    post_var = beta * (1 - abar_prev) / (1 - abar)
+    frac = (v + 1) / 2
+    model_var = torch.exp(frac * beta.log() + (1 - frac) * post_var.log())
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mean(x0), post_var.sqrt()),
+                                           torch.distributions.Normal(mean(x0_hat), model_var.sqrt()))
+    torch.testing.assert_close(vlb, kl.mean() / math.log(2), rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(mse, ((eps - noise) ** 2).mean())
+
+
+def test_the_variance_term_trains_only_the_variance_channels(sched):
+    """Improved DDPM stops the gradient of L_vlb into the mean: the noise channels learn from the MSE
+    alone, the variance channels from L_vlb alone."""
+    s, table = sched
+    x0 = torch.zeros(2, 3, 4, 4)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([5, 600])
+    xt = s.add_noise(x0, noise, t)
+    out = torch.cat([noise + 0.5, torch.zeros_like(noise)], 1).requires_grad_()
+    loss, _, _ = mini.hybrid_loss(out, x0, xt, t, noise, table)
+    loss.backward()
+    torch.testing.assert_close(out.grad[:, :3], 2 * 0.5 * torch.ones_like(noise) / noise.numel())
+    assert out.grad[:, 3:].abs().sum() > 0
+
+
+def test_prompt_encoder_words_and_round_trip(tmp_path):
+    _, enc = mini.new_models(0)
+    ids = enc.token_ids(["a photo of the digit 7", ""])
+    assert ids.shape == (2, mini.MAX_WORDS) and (ids[1] == 0).all() and (ids[0, :6] > 0).all()
+    with pytest.raises(ValueError, match="does not know"):
+        enc.token_ids(["a photo of a cat"])
+    with pytest.raises(ValueError, match="at most 16"):
+        enc.token_ids([" ".join(["the"] * 17)])
+    e = enc.encode(["a pencil sketch of a 2"])
+    assert e.shape == (1, mini.MAX_WORDS, mini.EMBED_DIM)
+    enc.save(tmp_path / "enc")
+    again = mini.PromptEncoder.load(tmp_path / "enc")
+    torch.testing.assert_close(again.encode(["a pencil sketch of a 2"]), e)
+    prompts = mini.MiniPrompts(again)
+    assert "a photo of the digit 7" in prompts and "a photo of a cat" not in prompts
+    assert prompts.get("").shape == (1, mini.MAX_WORDS, mini.EMBED_DIM)
+
+
+def test_drawn_prompts_never_name_the_wrong_digit_or_style():
+    g = torch.Generator().manual_seed(0)
+    d = torch.randint(0, 10, (4000,), generator=g)
+    s = torch.randint(0, 3, (4000,), generator=g)
+    prompts = mini.draw_prompts(d, s, g, p_uncond=0.1)
+    empty = sum(p == "" for p in prompts) / len(prompts)
+    assert 0.08 < empty < 0.12
+    for p, dd, ss in zip(prompts, d.tolist(), s.tolist()):
+        pd, ps = world.parse_prompt(p)
+        assert pd in (None, dd) and ps in (None, ss)
+    named_both = sum(world.parse_prompt(p) == (dd, ss) for p, dd, ss in zip(prompts, d.tolist(), s.tolist()))
+    assert 0.45 < named_both / len(prompts) < 0.55                  # 0.55 of the 0.9 that are not dropped
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path, one_thread):
+    cfg = mini.MiniConfig(steps=4, batch_size=4, n_images=16, warmup=2, save_every=2)
+    a = mini.train_mini(cfg, out=tmp_path / "a", run_dir=tmp_path / "run_a", progress=False)
+    part = mini.train_mini(cfg, out=tmp_path / "b", run_dir=tmp_path / "run_b", progress=False, stop_after=2)
+    assert part["step"] == 2 and "out" not in part and not (tmp_path / "b").exists()
+    b = mini.train_mini(cfg, out=tmp_path / "b", run_dir=tmp_path / "run_b", progress=False)
+    assert a["step"] == b["step"] == 4
+    from safetensors.torch import load_file
+    wa = load_file(str(tmp_path / "a" / "unet" / "diffusion_pytorch_model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ea = mini.PromptEncoder.load(tmp_path / "a" / "prompt_encoder").encode(["a 5"])
+    eb = mini.PromptEncoder.load(tmp_path / "b" / "prompt_encoder").encode(["a 5"])
+    assert torch.equal(ea, eb)
+
+
+def test_bad_training_configs_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="n_images >= batch_size"):
+        mini.train_mini(mini.MiniConfig(n_images=4, batch_size=8), run_dir=tmp_path)
+    with pytest.raises(TypeError, match="MiniConfig"):
+        mini.train_mini(dict(steps=3), run_dir=tmp_path)
+
+
+def test_the_shipped_mini_model_loads_through_the_common_path():
+    pipe = load_stage1("mini", device="cpu")
+    check_bundle(pipe)
+    cfg = pipe.unet.config
+    assert (cfg.in_channels, cfg.out_channels, cfg.sample_size) == (3, 6, 32)
+    size = sum(f.stat().st_size for f in model_dir("mini").rglob("*") if f.is_file())
+    assert size < 20e6
+    prompts = mini.load_mini_prompts()
+    e = prompts.get("a crayon drawing of the number three")
+    out = pipe.unet(torch.zeros(1, 3, 32, 32), 500, encoder_hidden_states=e).sample
+    assert out.shape == (1, 6, 32, 32) and out.isfinite().all()
