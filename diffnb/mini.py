@@ -22,8 +22,8 @@ name the digit, the style, both or neither in one of the world's phrasings (``di
 
 Command line::
 
-    python -m diffnb.mini train            # reproduce data/models/mini-if (resumes if interrupted)
-    python -m diffnb.mini train --steps 200 --out /tmp/mini   # a short run elsewhere
+    python -m diffnb.mini train            # reproduce data/models/mini-if: both stages of the recipe
+    python -m diffnb.mini train --steps 200 --out /tmp/mini   # one short run with other settings
 
 The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
 steps and read back with ``weights_only=True``; an interrupted run continues where it stopped.
@@ -265,6 +265,9 @@ class MiniConfig:
     p_uncond: float = 0.1
     ema_decay: float = 0.995
     save_every: int = 250
+    pooled_text: bool = False      # IF's pooled text embedding added to the time embedding
+    init_from: str = ""            # key of an earlier run whose EMA weights start this one
+    init_step: int = 0             # the step that earlier run must have reached
 
     def key(self) -> str:
         text = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -299,14 +302,50 @@ def draw_prompts(digits: torch.Tensor, styles: torch.Tensor, gen: torch.Generato
     return out
 
 
-def new_models(seed: int):
+def unet_config(pooled_text: bool = False) -> dict:
+    """The mini UNet's config; ``pooled_text`` adds IF's pooled text embedding (``addition_embed_type="text"``:
+    attention pooling of the prompt states, added to the time embedding, so the prompt reaches every
+    ResNet block through the scale-shift conditioning, not only the attention layers)."""
+    cfg = dict(MINI_UNET_CONFIG)
+    if pooled_text:
+        cfg.update(addition_embed_type="text", addition_embed_type_num_heads=4)
+    return cfg
+
+
+def new_models(seed: int, pooled_text: bool = False):
     """The UNet and prompt encoder at their seeded initial weights."""
     from diffusers import UNet2DConditionModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**MINI_UNET_CONFIG)
+        unet = UNet2DConditionModel(**unet_config(pooled_text))
         encoder = PromptEncoder(world.vocabulary())
     return unet, encoder
+
+
+def _init_from_run(cfg: "MiniConfig", unet, encoder) -> None:
+    """Start from the EMA weights of the run ``cfg.init_from`` at step ``cfg.init_step``; layers that run
+    lacked (the pooled text path) start at zero output, so the model begins as that run's model."""
+    path = build_dir() / "mini" / cfg.init_from / "state.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"this run starts from run {cfg.init_from} ({path}), which does not exist; "
+                                "run the whole recipe with `python -m diffnb.mini train`")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if int(state["step"]) != cfg.init_step:
+        raise ValueError(f"run {cfg.init_from} is at step {state['step']}, not {cfg.init_step}; "
+                         "run the whole recipe with `python -m diffnb.mini train`")
+    old = MiniConfig(**{k: v for k, v in state["config"].items() if k in MiniConfig.__dataclass_fields__})
+    base_unet, base_enc = new_models(old.seed, old.pooled_text)
+    with torch.no_grad():
+        for p, e in zip(list(base_unet.parameters()) + list(base_enc.parameters()), state["ema"]):
+            p.copy_(e)
+    missing, unexpected = unet.load_state_dict(base_unet.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("add_embedding.") for k in missing):
+        raise ValueError(f"cannot start from run {cfg.init_from}: the layouts differ ({missing}, {unexpected})")
+    encoder.load_state_dict(base_enc.state_dict())
+    if missing:
+        with torch.no_grad():
+            unet.add_embedding.norm2.weight.zero_()
+            unet.add_embedding.norm2.bias.zero_()
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -323,10 +362,11 @@ def _lr(cfg: MiniConfig, step: int) -> float:
 
 
 def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, run_dir: str | Path | None = None,
-               progress: bool = True, stop_after: int | None = None) -> dict:
+               progress: bool = True, stop_after: int | None = None, stop_at: int | None = None) -> dict:
     """Train (or resume) the mini model and export it to ``out`` (default ``data/models/mini-if``).
 
-    ``stop_after``: stop after that many steps without exporting (to test resuming). Returns a summary
+    ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (to
+    test resuming; stage 1 of the recipe). Returns a summary
     dict with the final losses and the seconds spent in this call.
     """
     from diffusers import DDPMScheduler
@@ -346,7 +386,9 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     images = data.images * 2 - 1                                   # [-1, 1]
     scheduler = DDPMScheduler(**IF_SCHEDULER_CONFIG)
     sched = _schedule(scheduler, "cpu")
-    unet, encoder = new_models(cfg.seed)
+    unet, encoder = new_models(cfg.seed, cfg.pooled_text)
+    if cfg.init_from and not state_path.is_file():
+        _init_from_run(cfg, unet, encoder)
     params = list(unet.parameters()) + list(encoder.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     ema = [p.detach().clone() for p in params]
@@ -372,6 +414,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     unet.train()
     encoder.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    if stop_at is not None:
+        end = min(end, stop_at)
     bar = tqdm(range(step, end), desc="mini", initial=step, total=cfg.steps, disable=not progress)
     for step_i in bar:
         idx = torch.randint(0, cfg.n_images, (cfg.batch_size,), generator=gen)
@@ -443,18 +487,37 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
     return out
 
 
+#: The shipped model's recipe: stage 1 trains the UNet and the prompt encoder from scratch (its lr
+#: schedule is set for 2500 steps, stopped at 1500); stage 2 adds IF's pooled text embedding (zero at
+#: first, so it starts as stage 1's EMA model) and trains 1000 more steps. In stage 1 alone the
+#: prompts steered the samples too little (cond and uncond noise estimates nearly equal); the pooled
+#: path carries the prompt into every ResNet block.
+STAGE1 = MiniConfig()
+STAGE1_STOP = 1500
+STAGE2 = MiniConfig(steps=1000, warmup=50, pooled_text=True, init_from=STAGE1.key(), init_step=STAGE1_STOP)
+
+
+def train_recipe(out: str | Path | None = None, progress: bool = True) -> dict:
+    """Both stages of the shipped model (each resumes where it stopped); exports to ``out``."""
+    first = train_mini(STAGE1, progress=progress, stop_at=STAGE1_STOP)
+    second = train_mini(STAGE2, out=out, progress=progress)
+    second["seconds"] += first["seconds"]
+    return second
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffnb.mini", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train (or resume) the mini model and write it to data/models/mini-if")
-    defaults = MiniConfig()
+    tr = sub.add_parser("train", help="train (or resume) the mini model and write it to data/models/mini-if: "
+                        "the shipped recipe, or one run with the settings given")
     for f in dataclasses.fields(MiniConfig):
-        tr.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+        kind = (lambda v: bool(int(v))) if f.type in (bool, "bool") else type(f.default)
+        tr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
     tr.add_argument("--out", type=Path, default=None, help="model folder (default data/models/mini-if)")
     args = parser.parse_args(argv)
     if args.command == "train":
-        cfg = MiniConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(MiniConfig)})
-        summary = train_mini(cfg, out=args.out)
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MiniConfig) if getattr(args, f.name) is not None}
+        summary = train_mini(MiniConfig(**given), out=args.out) if given else train_recipe(out=args.out)
         print(json.dumps(summary, indent=1))
     return 0
 

@@ -136,3 +136,27 @@ def test_the_shipped_mini_model_loads_through_the_common_path():
     e = prompts.get("a crayon drawing of the number three")
     out = pipe.unet(torch.zeros(1, 3, 32, 32), 500, encoder_hidden_states=e).sample
     assert out.shape == (1, 6, 32, 32) and out.isfinite().all()
+
+
+def test_a_second_stage_starts_as_the_first_stages_ema_model(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("DIFFNB_BUILD", str(tmp_path))
+    first = mini.MiniConfig(steps=3, batch_size=4, n_images=16, warmup=1, save_every=1)
+    mini.train_mini(first, out=tmp_path / "m1", progress=False, stop_at=2)
+    second = mini.MiniConfig(steps=2, batch_size=4, n_images=16, warmup=1, pooled_text=True,
+                             init_from=first.key(), init_step=2)
+    unet, enc = mini.new_models(second.seed, pooled_text=True)
+    mini._init_from_run(second, unet, enc)
+    state = torch.load(tmp_path / "mini" / first.key() / "state.pt", weights_only=True)
+    base_unet, base_enc = mini.new_models(first.seed)
+    with torch.no_grad():
+        for p, e in zip(list(base_unet.parameters()) + list(base_enc.parameters()), state["ema"]):
+            p.copy_(e)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        e1, e2 = enc.encode(["a 3", ""]), base_enc.encode(["a 3", ""])
+        torch.testing.assert_close(e1, e2)
+        torch.testing.assert_close(unet(x, 500, encoder_hidden_states=e1).sample,
+                                   base_unet(x, 500, encoder_hidden_states=e2).sample)
+    assert hasattr(unet, "add_embedding") and not hasattr(base_unet, "add_embedding") or base_unet.add_embedding is None
+    with pytest.raises(ValueError, match="not 3"):
+        mini._init_from_run(mini.MiniConfig(pooled_text=True, init_from=first.key(), init_step=3), unet, enc)
