@@ -75,9 +75,9 @@ def test_unknown_model_and_variant():
         load_stage1("deepfloyd", device="cpu", variant="XXL")
 
 
-def test_mini_not_shipped_yet(monkeypatch, tmp_path):
+def test_a_missing_mini_model_says_how_to_rebuild_it(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "data_dir", lambda: tmp_path)
-    with pytest.raises(FileNotFoundError, match="not shipped yet.*model='tiny'"):
+    with pytest.raises(FileNotFoundError, match="'mini' model is missing.*python -m diffnb.mini train"):
         load_stage1("mini", device="cpu")
 
 
