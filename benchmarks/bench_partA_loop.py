@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     if not args.skip_small:
         rows += bench_cpu_model("small IF-shaped UNet", small_config(), stride=165, repeats=args.repeats, n=1)
     if args.mini:
-        from diffnb.mini import EMBED_DIM, MAX_WORDS  # noqa: F401
+        from diffnb.mini import MAX_WORDS
         from diffnb.models import load_stage1
         rows += bench_cpu_model("mini (trained)", None, stride=30, repeats=args.repeats, n=5,
                                 pipe=load_stage1("mini", device="cpu"), length=MAX_WORDS)

@@ -70,7 +70,7 @@ def _model_like(stage1) -> torch.Tensor:
     return torch.empty(0, device=p.device, dtype=p.dtype)
 
 
-def _far(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
+def far_view(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
     """The view from far away: ``factor`` x smaller, blown up again."""
     small = F.avg_pool2d(x, factor)
     return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -211,7 +211,7 @@ def hybrid_score(stage1, embed, judge, p_low: str, p_high: str, n: int, timestep
         raise ValueError(f"hybrid prompts must name digits to be judged, got {p_low!r} and {p_high!r}")
     hyb = guidance.make_hybrids(stage1, embed(p_low), embed(p_high), embed(""), timesteps, scale,
                                 torch.Generator().manual_seed(seed), kernel_size=kernel_size, sigma=sigma, num_images=n)
-    far, _, _, _ = judge.predict(unit(_far(hyb)))
+    far, _, _, _ = judge.predict(unit(far_view(hyb)))
     near, _, _, _ = judge.predict(unit(hyb))
     ok = (far == d_lo) & (near == d_hi)
     return dict(success=float(ok.float().mean()), far=float((far == d_lo).float().mean()),
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         x0, d, s = world_images(n, seed=EVAL_SEED + seed + 2, like=like)
         from diffnb.images import rectangle_mask
         size = x0.shape[-1]
-        mask = rectangle_mask(size, 0, 0, size // 2, size).to(x0)[None]
+        mask = rectangle_mask(size, 0, 0, size // 2, size).to(x0)
         r = inpaint_score(pa.stage1, pa.embed, judge, x0, d, s, mask, ts, scale, seed)
         report("1.7.2 inpainting (top half)", dict(unmasked_exact=r["unmasked_exact"], digit_kept=round(r["digit_kept"], 3)))
     if "1.7.3" in sections:

@@ -302,7 +302,7 @@ def _hand_drawn(digit: int, size: int = 128, seed: int = 0):
     for stroke in _HAND_DRAWN[digit]:
         pts = torch.tensor(stroke) * size
         pts = pts + torch.randn(pts.shape, generator=gen) * size * 0.008        # a slightly unsteady hand
-        # densify with Catmull-Rom-like midpoints so the curve looks drawn, not polygonal
+        # many short segments along each stroke, so the line is drawn continuously
         dense = F.interpolate(pts.T[None], size=len(stroke) * 8, mode="linear", align_corners=True)[0].T
         draw.line([tuple(p) for p in dense.tolist()], fill=(30, 30, 40), width=max(2, size // 18), joint="curve")
     return img

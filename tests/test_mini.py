@@ -1,4 +1,6 @@
 """The mini model: the hybrid loss against closed forms and diffusers, the prompt encoder, resumable training."""
+import dataclasses
+import json
 import math
 
 import pytest
@@ -138,25 +140,31 @@ def test_the_shipped_mini_model_loads_through_the_common_path():
     assert out.shape == (1, 6, 32, 32) and out.isfinite().all()
 
 
-def test_a_second_stage_starts_as_the_first_stages_ema_model(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setenv("DIFFNB_BUILD", str(tmp_path))
-    first = mini.MiniConfig(steps=3, batch_size=4, n_images=16, warmup=1, save_every=1)
-    mini.train_mini(first, out=tmp_path / "m1", progress=False, stop_at=2)
-    second = mini.MiniConfig(steps=2, batch_size=4, n_images=16, warmup=1, pooled_text=True,
-                             init_from=first.key(), init_step=2)
-    unet, enc = mini.new_models(second.seed, pooled_text=True)
-    mini._init_from_run(second, unet, enc)
-    state = torch.load(tmp_path / "mini" / first.key() / "state.pt", weights_only=True)
-    base_unet, base_enc = mini.new_models(first.seed)
-    with torch.no_grad():
-        for p, e in zip(list(base_unet.parameters()) + list(base_enc.parameters()), state["ema"]):
-            p.copy_(e)
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        e1, e2 = enc.encode(["a 3", ""]), base_enc.encode(["a 3", ""])
-        torch.testing.assert_close(e1, e2)
-        torch.testing.assert_close(unet(x, 500, encoder_hidden_states=e1).sample,
-                                   base_unet(x, 500, encoder_hidden_states=e2).sample)
-    assert hasattr(unet, "add_embedding") and not hasattr(base_unet, "add_embedding") or base_unet.add_embedding is None
-    with pytest.raises(ValueError, match="not 3"):
-        mini._init_from_run(mini.MiniConfig(pooled_text=True, init_from=first.key(), init_step=3), unet, enc)
+def test_a_run_stopped_early_exports_its_ema_weights_as_the_finished_run_does(tmp_path, one_thread):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    cfg = mini.MiniConfig(steps=4, batch_size=4, n_images=16, warmup=1, save_every=1)
+    # the recipe's way: stop at a step, then export the EMA weights of the checkpoint
+    part = mini.train_mini(cfg, run_dir=tmp_path / "run", progress=False, stop_at=2)
+    assert part["step"] == 2 and "out" not in part
+    mini.export_run(cfg, tmp_path / "run", tmp_path / "early")
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "early" / "unet")
+    enc = mini.PromptEncoder.load(tmp_path / "early" / "prompt_encoder")
+    for p, e in zip(list(unet.parameters()) + list(enc.parameters()), state["ema"]):
+        assert torch.equal(p, e)
+    assert json.loads((tmp_path / "early" / "training.json").read_text())["steps_trained"] == 2
+    # at the end of the schedule, export_run writes what train_mini's own export wrote
+    mini.train_mini(cfg, out=tmp_path / "end", run_dir=tmp_path / "run", progress=False)
+    mini.export_run(cfg, tmp_path / "run", tmp_path / "end2")
+    for sub in ("unet/diffusion_pytorch_model.safetensors", "prompt_encoder/model.safetensors"):
+        wa, wb = load_file(str(tmp_path / "end" / sub)), load_file(str(tmp_path / "end2" / sub))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(FileNotFoundError, match="python -m diffnb.mini train"):
+        mini.export_run(mini.MiniConfig(seed=5), tmp_path / "nothing")
+
+
+def test_the_shipped_model_is_the_recipes_export():
+    info = json.loads((model_dir("mini") / "training.json").read_text())
+    assert info["config"] == dataclasses.asdict(mini.RECIPE)
+    assert len(info["mse_per_100_steps"]) * 100 >= mini.RECIPE_STOP > (len(info["mse_per_100_steps"]) - 1) * 100

@@ -1,0 +1,107 @@
+"""Compare training recipes for the ``mini`` model by what the judge reads in their samples (run by hand).
+
+    python benchmarks/mini_recipes.py --recipe shipped --stop 3000 --device cuda --every 1500 --out /tmp/mini
+    python benchmarks/mini_recipes.py --recipe cpu_hour --device cuda --every 500 --budget 300
+    python benchmarks/mini_recipes.py --recipe steps=400,batch_size=32 --every 200     # any MiniConfig fields
+
+For one recipe (a ``MiniConfig``), trains in slices of ``--every`` steps (resuming the same run, so the
+slices are one run) and after each slice samples 60 images with CFG (gamma 7) and 60 without, two per
+prompt "a <style> of the digit <d>", from the EMA weights, and prints the judge's digit and style
+accuracy: a learning curve of prompt adherence, the number Part A sections 1.5 and 1.6 need.
+Stops at the recipe's last step or when ``--budget`` seconds have passed. The final model is exported
+to ``--out`` when the recipe finishes. Lines starting with ``{`` are JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffnb import ddpm, evaluate, mini, world  # noqa: E402
+from diffnb.devices import get_device  # noqa: E402
+from diffnb.world_judge import get_world_judge  # noqa: E402
+
+RECIPES = {
+    "shipped": mini.RECIPE,                                           # with --stop 3000 (mini.RECIPE_STOP)
+    "cpu_hour": mini.MiniConfig(steps=2500, batch_size=64, lr=1e-3, warmup=100, n_images=40000),   # 1 h on 2 CPU cores
+}
+
+
+def parse_recipe(text: str) -> mini.MiniConfig:
+    if text in RECIPES:
+        return RECIPES[text]
+    fields = {f.name: f for f in dataclasses.fields(mini.MiniConfig)}
+    kwargs = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"unknown MiniConfig field {key!r}; fields: {', '.join(fields)}")
+        kind = type(fields[key].default)
+        kwargs[key] = bool(int(value)) if kind is bool else kind(value)
+    return mini.MiniConfig(**kwargs)
+
+
+def ema_bundle(cfg: mini.MiniConfig, run_dir: Path, device):
+    """The run's EMA model as a stage-1 bundle, and its prompt encoder."""
+    from diffusers import DDPMScheduler
+    from diffnb.models import IF_SCHEDULER_CONFIG
+
+    unet, enc, state = mini.ema_models(cfg, run_dir)
+    bundle = type("Bundle", (), {})()
+    bundle.unet = unet.to(device)
+    bundle.scheduler = DDPMScheduler(**IF_SCHEDULER_CONFIG)
+    return bundle, mini.MiniPrompts(enc.to(device)), int(state["step"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="cpu_hour")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--budget", type=float, default=float("inf"), help="seconds of training before stopping")
+    ap.add_argument("--out", type=Path, default=None, help="export the finished model here")
+    ap.add_argument("--run-dir", type=Path, default=None)
+    ap.add_argument("--stop", type=int, default=None, help="stop at this step (the shipped recipe: 3000) and export")
+    ap.add_argument("--export-anyway", action="store_true", help="export the EMA model to --out even if stopped early")
+    args = ap.parse_args(argv)
+    cfg = parse_recipe(args.recipe)
+    dev = get_device(args.device)
+    # the world is rendered once, not once per slice
+    world.render_world = functools.lru_cache(maxsize=2)(world.render_world)
+    judge = get_world_judge(device=dev)
+    run_dir = args.run_dir or Path("build") / "mini" / cfg.key()
+    print(json.dumps(dict(recipe=args.recipe, key=cfg.key(), config=dataclasses.asdict(cfg), device=str(dev))), flush=True)
+    started, trained = time.time(), 0.0
+    step = 0
+    end = min(cfg.steps, args.stop or cfg.steps)
+    while step < end and trained < args.budget:
+        t0 = time.time()
+        s = mini.train_mini(cfg, out=args.out, run_dir=run_dir, progress=False, device=dev,
+                            stop_at=min(end, (step // args.every + 1) * args.every))
+        trained += time.time() - t0
+        step = s["step"]
+        bundle, prompts, _ = ema_bundle(cfg, run_dir, dev)
+        ts = ddpm.strided_timesteps(bundle, 990, 30)
+        row = dict(step=step, train_s=round(trained, 1), mse=round(s["mse_last_200"], 4), vlb=round(s["vlb_last_200"], 4))
+        with torch.no_grad():
+            for gamma in (1.0, 7.0):
+                r = evaluate.adherence(bundle, prompts.get, judge, gamma, ts, seed=0, per_prompt=2)
+                row[f"g{gamma:g}"] = {k: round(r[k], 3) for k in ("digit", "style", "both", "diversity")}
+        print(json.dumps(row), flush=True)
+    done = step >= end
+    if step < cfg.steps and args.out is not None and (done or args.export_anyway):
+        mini.export_run(cfg, run_dir, args.out)
+    print(json.dumps(dict(done=done, step=step, wall_s=round(time.time() - started, 1))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
