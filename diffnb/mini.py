@@ -431,11 +431,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
                    run_dir=str(run_dir))
     if step < cfg.steps:
         return summary
-    # export the EMA weights as an IF-style diffusers folder plus the prompt encoder
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
-    summary["out"] = str(export(unet.cpu(), encoder.cpu(), out, cfg, history))
+    # the last checkpoint's EMA weights, as an IF-style diffusers folder plus the prompt encoder
+    summary["out"] = str(export_run(cfg, run_dir, out))
     return summary
 
 
