@@ -47,12 +47,12 @@ def textbook_loop(cfg: TrainConfig, root, device: torch.device, n_images: int) -
     return seen / (time.perf_counter() - t0)
 
 
-def diffnb_loop(cfg: TrainConfig, device: torch.device) -> float:
+def diffnb_loop(cfg: TrainConfig, device: torch.device, cuda_graph: bool | None = None) -> float:
     data = diffnb.load_digits(cfg.data, train=True, limit=cfg.train_limit, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         _sync(device)
         t0 = time.perf_counter()
-        res = train(cfg, data.images, data.labels, device=device, run_dir=tmp, progress=False)
+        res = train(cfg, data.images, data.labels, device=device, run_dir=tmp, progress=False, cuda_graph=cuda_graph)
         _sync(device)
         seconds = time.perf_counter() - t0
     return len(res.losses) * cfg.batch_size / seconds
@@ -80,13 +80,19 @@ def main():
                       data="synthetic")
     print(f"device {device}, class-conditioned FM, D={cfg.num_hiddens}, batch {cfg.batch_size}, "
           f"{args.images} images x {cfg.epochs} epochs, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    textbook, ours = [], []
-    for r in range(args.repeats):        # alternate, so drift in machine load hits both alike
+    textbook, ours, eager = [], [], []
+    for r in range(args.repeats):        # alternate, so drift in machine load hits all alike
         textbook.append(textbook_loop(cfg, root, device, args.images))
         ours.append(diffnb_loop(cfg, device))
-        print(f"  repeat {r + 1}: textbook {textbook[-1]:8.0f} img/s   diffnb {ours[-1]:8.0f} img/s")
+        line = f"  repeat {r + 1}: textbook {textbook[-1]:8.0f} img/s   diffnb {ours[-1]:8.0f} img/s"
+        if device.type == "cuda":        # how much of it the CUDA graph gives
+            eager.append(diffnb_loop(cfg, device, cuda_graph=False))
+            line += f"   diffnb without CUDA graph {eager[-1]:8.0f} img/s"
+        print(line)
     tb, dn = max(textbook), max(ours)
     print(f"best of {args.repeats}: textbook {tb:.0f} img/s, diffnb {dn:.0f} img/s, ratio {dn / tb:.2f}x")
+    if eager:
+        print(f"diffnb without CUDA graph {max(eager):.0f} img/s, ratio {max(eager) / tb:.2f}x")
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
             if model == "mini":
                 raise FileNotFoundError(
                     f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini train` "
-                    "(about an hour on 2 CPU cores), or restore data/models/mini-if from the repository")
+                    "(minutes on a GPU, hours on 2 CPU cores), or restore data/models/mini-if from the repository")
             raise FileNotFoundError(f"the 'tiny' model is missing ({folder}); recreate it with "
                                     "`python -m diffnb.models make-tiny`")
         source = str(folder)
@@ -216,6 +216,9 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
         pipe.enable_model_cpu_offload(device=dev)
     else:
         pipe.to(dev)
+        if dev.type == "cpu":
+            # CPU convolutions run about a fifth faster on channels-last weights (same results to ~1e-5)
+            pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
     return check_bundle(pipe)
 

@@ -11,6 +11,9 @@
     last finished epoch; a finished run is loaded, not recomputed.
   * Runs live in ``build/runs/<name>-<hash of the config>``, so a changed setting starts a new
     run instead of resuming an incompatible one.
+  * On a CUDA GPU the optimisation step (loss, backward, Adam) is recorded once as a CUDA graph
+    and replayed: these UNets are small, so launching their hundreds of kernels one by one from
+    Python, not the GPU's arithmetic, is what bounds an eager step.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -164,9 +168,82 @@ def _load_state(run_dir: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class _GraphedStep:
+    """One optimisation step (loss, backward, Adam) as a CUDA graph: recorded after a few eager steps,
+    then replayed with the batch's indices copied into a static tensor.  The generator is registered
+    with the graph, so each replay draws fresh noise, t and class dropout; Adam runs with
+    ``capturable=True`` and a tensor learning rate that the epoch's scheduler step updates in place."""
+
+    WARMUP = 3          # eager steps on a side stream before recording, as CUDA graphs require
+
+    def __init__(self, model, optimizer, loss_fn, images, labels, gen, config):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.images, self.labels, self.gen, self.config = images, labels, gen, config
+        self.idx = torch.zeros(config.batch_size, dtype=torch.long, device=images.device)
+        self.graph, self.loss, self.eager_left = None, None, self.WARMUP
+        for group in optimizer.param_groups:
+            group["capturable"] = True
+            group["lr"] = torch.tensor(float(group["lr"]), device=images.device)
+        for state in optimizer.state.values():      # a resumed run: Adam's step counts move to the GPU
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(images.device, torch.float32)
+        self.lrs = [group["lr"] for group in optimizer.param_groups]
+
+    def _step(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model, self.images[self.idx], self.labels[self.idx], self.gen, self.config)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.loss
+        if self.eager_left > 0:
+            self.eager_left -= 1
+            side = torch.cuda.Stream(self.idx.device)
+            side.wait_stream(torch.cuda.current_stream(self.idx.device))
+            with torch.cuda.stream(side):
+                loss = self._step()
+            torch.cuda.current_stream(self.idx.device).wait_stream(side)
+            return loss
+        try:
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.gen)
+            with torch.cuda.graph(graph):
+                self.loss = self._step()
+        except Exception as err:                # an older PyTorch or an op that cannot be recorded
+            warnings.warn(f"recording the training step as a CUDA graph failed ({type(err).__name__}: {err}); "
+                          "training goes on without it (slower, same results)", RuntimeWarning, stacklevel=2)
+            self.eager_left = float("inf")
+            return self(idx)
+        self.graph = graph
+        graph.replay()                          # recording does not run the step: run it now
+        return self.loss
+
+    def after_scheduler_step(self) -> None:
+        """Write the scheduler's new learning rates into the tensors the graph reads."""
+        for group, lr in zip(self.optimizer.param_groups, self.lrs):
+            lr.fill_(float(group["lr"]))
+            group["lr"] = lr
+
+
+def _portable(optimizer_state: dict, scheduler_state: dict | None) -> tuple[dict, dict | None]:
+    """Checkpointed optimizer and scheduler state without the CUDA graph's run-time settings (tensor
+    learning rates, ``capturable``), so that a run resumes on any device, graphed or not."""
+    groups = [dict(g, lr=float(g["lr"]), capturable=False) for g in optimizer_state["param_groups"]]
+    optimizer_state = dict(optimizer_state, param_groups=groups)
+    if scheduler_state is not None:
+        scheduler_state = {k: ([float(x) for x in v] if k in ("_last_lr", "base_lrs") else v)
+                           for k, v in scheduler_state.items()}
+    return optimizer_state, scheduler_state
+
+
 def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
           device="auto", run_dir: str | Path | None = None, progress: bool = True,
-          stop_after_epoch: int | None = None, accelerator=None) -> TrainResult:
+          stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None) -> TrainResult:
     """Train (or resume, or load) the run described by ``config``.
 
     images: (N, C, H, W) float in [0, 1] and labels: (N,) int; if omitted they are loaded from
@@ -174,8 +251,16 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     stop_after_epoch: stop early after that epoch, as an interruption would (for tests).
     accelerator: an ``accelerate.Accelerator``; each process then takes its share of every
     batch and only the main process writes checkpoints.
+    cuda_graph: replay each step as a CUDA graph (default: on CUDA without an accelerator).  The
+    draws are the same kind on every device; bitwise repeatable runs are a CPU property.
     """
     device = accelerator.device if accelerator is not None else get_device(device)
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda" and accelerator is None
+    elif cuda_graph and (device.type != "cuda" or accelerator is not None):
+        raise ValueError(f"cuda_graph=True needs a CUDA device and no accelerator (device {device}, "
+                         f"accelerator {'given' if accelerator is not None else 'none'}); "
+                         "leave cuda_graph=None to choose automatically")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _load_state(run_dir)
@@ -199,6 +284,10 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     images = images.to(device)
     labels = labels.to(device) if labels is not None else torch.zeros(len(images), dtype=torch.long, device=device)
     n = images.shape[0]
+    if len(labels) != n:
+        raise ValueError(f"got {len(labels)} labels for {n} training images")
+    if n and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"training labels must be digits 0-9, got values from {int(labels.min())} to {int(labels.max())}")
     if n < config.batch_size:
         raise ValueError(f"{n} training images is less than one batch of {config.batch_size}")
     steps_per_epoch = n // config.batch_size     # drop the last partial batch (BatchNorm needs > 1)
@@ -222,6 +311,7 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         rank, world, is_main = 0, 1, True
 
     loss_fn = OBJECTIVES[config.objective][0]
+    graphed = _GraphedStep(model, optimizer, loss_fn, images, labels, gen, config) if cuda_graph else None
     last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     bar = tqdm(total=(last - done) * steps_per_epoch, desc=config.name, disable=not (progress and is_main),
                unit="batch", leave=True)
@@ -232,28 +322,35 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         epoch_losses = torch.empty(steps_per_epoch, device=device)   # kept on device: no sync per step
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size:(step + 1) * config.batch_size][rank::world]
-            loss = loss_fn(model, images[idx], labels[idx], gen, config)
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(loss)
+            if graphed is not None:
+                loss = graphed(idx)
             else:
-                loss.backward()
-            optimizer.step()
+                loss = loss_fn(model, images[idx], labels[idx], gen, config)
+                optimizer.zero_grad(set_to_none=True)
+                if accelerator is not None:
+                    accelerator.backward(loss)
+                else:
+                    loss.backward()
+                optimizer.step()
             epoch_losses[step] = loss.detach()
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
         if scheduler is not None:
             scheduler.step()
+            if graphed is not None:
+                graphed.after_scheduler_step()
         losses.extend(epoch_losses.cpu().tolist())
         epoch_ends.append(len(losses))
         trained.append(epoch)
         if is_main:
             raw = accelerator.unwrap_model(model) if accelerator is not None else model
+            opt_state, sched_state = _portable(optimizer.state_dict(),
+                                               scheduler.state_dict() if scheduler is not None else None)
             _save_epoch(run_dir, epoch, raw, {
                 "epoch": epoch, "config": _comparable(config), "losses": losses, "epoch_ends": epoch_ends,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "optimizer": opt_state,
+                "scheduler": sched_state,
                 "generator": gen.get_state(),
             })
     bar.close()

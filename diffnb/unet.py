@@ -273,7 +273,8 @@ def one_hot(c: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tens
     c = c.reshape(-1)
     if c.shape[0] != like.shape[0]:
         raise ValueError(f"got {c.shape[0]} class labels for a batch of {like.shape[0]} images")
-    if c.numel() and (int(c.min()) < 0 or int(c.max()) >= num_classes):
+    capturing = c.is_cuda and torch.cuda.is_current_stream_capturing()   # a CUDA graph: no host reads
+    if c.numel() and not capturing and (int(c.min()) < 0 or int(c.max()) >= num_classes):
         raise ValueError(f"class labels must lie in [0, {num_classes - 1}]; got values from "
                          f"{int(c.min())} to {int(c.max())}")
     return F.one_hot(c.long(), num_classes).to(like.dtype)

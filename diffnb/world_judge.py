@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -92,12 +91,38 @@ def _labels(value, n: int, name: str, high: int) -> torch.Tensor:
     return t
 
 
-@dataclass
 class WorldJudge:
-    model: WorldClassifier
-    digit_accuracy: float         # on clean held-out renders (render_world(N_TEST, seed + TEST_SEED_OFFSET))
-    style_accuracy: float
-    train_seconds: float = float("nan")   # how long training took when the cache file was written
+    """The classifier and its accuracies on clean held-out renders (``render_world(N_TEST, test_seed)``).
+
+    Accuracies not given are measured on first use of ``digit_accuracy`` or ``style_accuracy`` (a few
+    seconds on a CPU), so a notebook that only reads samples does not pay for them."""
+
+    def __init__(self, model: WorldClassifier, digit_accuracy: float | None = None,
+                 style_accuracy: float | None = None, train_seconds: float = float("nan"),
+                 test_seed: int = TEST_SEED_OFFSET):
+        self.model = model
+        self.train_seconds = train_seconds       # how long training took when the cache file was written
+        self.test_seed = test_seed
+        self._accuracy = None if digit_accuracy is None or style_accuracy is None else (digit_accuracy, style_accuracy)
+
+    def __repr__(self) -> str:
+        acc = "not measured yet" if self._accuracy is None else f"digit {self._accuracy[0]:.4f}, style {self._accuracy[1]:.4f}"
+        return f"WorldJudge(held-out accuracy: {acc})"
+
+    def _held_out(self) -> tuple[float, float]:
+        if self._accuracy is None:
+            test = render_world(N_TEST, seed=self.test_seed)
+            r = self.read(test.images, test.digits, test.styles)
+            self._accuracy = (r["digit_accuracy"], r["style_accuracy"])
+        return self._accuracy
+
+    @property
+    def digit_accuracy(self) -> float:
+        return self._held_out()[0]
+
+    @property
+    def style_accuracy(self) -> float:
+        return self._held_out()[1]
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1024
@@ -159,7 +184,7 @@ def get_world_judge(device="cpu", seed: int = 0, n_train: int = 30000, epochs: i
                     progress: bool = False) -> WorldJudge:
     """The world's judge: the weights shipped under ``data/judge/`` (the defaults), or trained on first
     use (on the CPU, deterministically from ``seed``) and cached in ``build/judge``; later calls load
-    it.  Its accuracies are measured on held-out renders at every load."""
+    it.  Its accuracies on held-out renders are measured when first read."""
     for name, value in (("seed", seed), ("n_train", n_train), ("epochs", epochs)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, got {value!r}")
@@ -186,12 +211,8 @@ def get_world_judge(device="cpu", seed: int = 0, n_train: int = 30000, epochs: i
                             "seed": str(seed)})
         tmp.replace(path)
     model.eval()
-    judge = WorldJudge(model, 0.0, 0.0, seconds)
-    test = render_world(N_TEST, seed=seed + TEST_SEED_OFFSET)
-    r = judge.read(test.images, test.digits, test.styles)
-    judge.digit_accuracy, judge.style_accuracy = r["digit_accuracy"], r["style_accuracy"]
-    judge.model.to(device)
-    return judge
+    model.to(device)
+    return WorldJudge(model, train_seconds=seconds, test_seed=seed + TEST_SEED_OFFSET)
 
 
 def _dark_ink(x: torch.Tensor) -> torch.Tensor:

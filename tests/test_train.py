@@ -153,3 +153,77 @@ def test_profiles_hold_the_write_up_settings():
         profiles.part_b_config("time_fm", "fast")
     with pytest.raises(ValueError, match="unknown setting"):
         profiles.part_b_config("time_fm", "quick", learning_rate=1.0)
+
+
+def test_cuda_graph_needs_cuda(tmp_path):
+    images, labels = _toy_data()
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        train(_config(), images, labels, device="cpu", run_dir=tmp_path, progress=False, cuda_graph=True)
+
+
+def test_checkpointed_optimizer_state_resumes_on_any_device():
+    """A CUDA-graph run keeps Adam's learning rate as a tensor and capturable=True; its checkpoint
+    stores neither, so an ordinary optimizer (say, on this CPU) loads it and steps."""
+    from diffnb.train import _portable
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=1e-2)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    w.grad = torch.ones(3)
+    opt.step()
+    for group in opt.param_groups:                      # what _GraphedStep does to the groups
+        group["capturable"], group["lr"] = True, torch.tensor(float(group["lr"]))
+    sched.step()
+    opt_state, sched_state = _portable(opt.state_dict(), sched.state_dict())
+    group = opt_state["param_groups"][0]
+    assert type(group["lr"]) is float and group["lr"] == pytest.approx(5e-3) and group["capturable"] is False
+    assert all(type(x) is float for x in sched_state["_last_lr"] + sched_state["base_lrs"])
+
+    w2 = torch.nn.Parameter(torch.ones(3))
+    opt2 = torch.optim.Adam([w2], lr=1.0)
+    sched2 = torch.optim.lr_scheduler.ExponentialLR(opt2, gamma=0.5)
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(sched_state)
+    w2.grad = torch.ones(3)
+    opt2.step()                                        # would raise if capturable=True came back on a CPU
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(2.5e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_run_learns_like_the_eager_run(tmp_path):
+    import warnings
+
+    images, labels = _toy_data(160)
+    cfg = _config(objective="class_fm", epochs=4, num_hiddens=8)
+    eager = train(cfg, images, labels, device="cuda", run_dir=tmp_path / "eager", progress=False, cuda_graph=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # a failed recording would warn and fall back
+        part = train(cfg, images, labels, device="cuda", run_dir=tmp_path / "graph", progress=False,
+                     stop_after_epoch=2)
+        graphed = train(cfg, images, labels, device="cuda", run_dir=tmp_path / "graph", progress=False)
+    assert graphed.trained_epochs == [3, 4] and len(graphed.losses) == len(eager.losses)
+    # the first steps run eagerly from the same state: same draws, same losses
+    assert graphed.losses[:3] == pytest.approx(eager.losses[:3], rel=1e-4)
+    # then fresh draws each replay (not one batch of noise over and over) and the same learning
+    assert len(set(graphed.losses[10:20])) == 10
+    mean = lambda xs: sum(xs) / len(xs)
+    assert mean(graphed.losses[-10:]) == pytest.approx(mean(eager.losses[-10:]), rel=0.25)
+    assert mean(graphed.losses[-10:]) < 0.7 * mean(graphed.losses[:10])
+    state = torch.load(tmp_path / "graph" / "state.pt", weights_only=True)
+    assert state["scheduler"]["_last_lr"][0] == pytest.approx(1e-3, rel=1e-5)
+    assert state["optimizer"]["param_groups"][0]["capturable"] is False
+
+    # the learning rate the recorded graph reads is the tensor that the epoch's scheduler step updates
+    from diffnb.train import OBJECTIVES, _GraphedStep, build_model
+    model = build_model(cfg).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    step = _GraphedStep(model, opt, OBJECTIVES[cfg.objective][0], images.cuda(), labels.cuda(),
+                        torch.Generator(device="cuda").manual_seed(0), cfg)
+    for _ in range(_GraphedStep.WARMUP + 2):
+        step(torch.arange(cfg.batch_size, device="cuda"))
+    assert step.graph is not None
+    sched.step()
+    step.after_scheduler_step()
+    assert opt.param_groups[0]["lr"] is step.lrs[0] and float(step.lrs[0]) == pytest.approx(cfg.lr / 2)
