@@ -91,16 +91,21 @@ def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limi
     return judge
 
 
+def reset_parameters(model: nn.Module, seed: int) -> None:
+    """Re-initialise every layer of ``model`` from ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+
 def _fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int,
          progress: bool) -> None:
     from .progress import progress as tqdm
 
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in model.modules():                  # re-initialise from the seed
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    reset_parameters(model, seed)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
     n, bs = len(images), 128

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .judge import NOT_A_DIGIT, scramble
+from .judge import NOT_A_DIGIT, reset_parameters, scramble
 from .paths import build_dir, data_dir
 from .world import SIZE, STYLES, render_world
 
@@ -277,11 +277,7 @@ def _fit(model: nn.Module, images: torch.Tensor, digits: torch.Tensor, styles: t
     from .progress import progress as tqdm
 
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in model.modules():                  # re-initialise from the seed
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    reset_parameters(model, seed)
     model.to(memory_format=torch.channels_last)   # about a fifth faster on CPUs
     n, bs = len(images), 128
     steps = epochs * max(1, n // bs)
