@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from diffnb import world
 from diffnb.paths import build_dir, data_dir
+from diffnb.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from diffnb.train import _atomic_write
 
 MAX_WORDS = 16
@@ -336,12 +337,14 @@ def _lr(cfg: MiniConfig, step: int) -> float:
 
 def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, run_dir: str | Path | None = None,
                progress: bool = True, stop_after: int | None = None, stop_at: int | None = None,
-               device: str | torch.device = "cpu") -> dict:
+               device: str | torch.device = "cpu", cuda_graph: bool | None = None) -> dict:
     """Train (or resume) the mini model and export it to ``out`` (default ``data/models/mini-if``).
 
     ``device``: where the UNet trains (``"cpu"``, ``"cuda"``, ``"auto"``). Every random draw (images,
     prompts, t, noise) comes from one CPU generator, so a run takes the same draws on any device
-    and a run started on one device resumes on another.
+    and a run started on one device resumes on another.  ``cuda_graph``: on CUDA (the default there)
+    the step (forward, hybrid loss, backward, clipping, Adam) is recorded once as a CUDA graph and
+    replayed, with the step's draws copied into static tensors (``diffnb.cudagraph``).
 
     ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
     recipe stops at ``RECIPE_STOP`` and exports with ``export_run``). Returns a summary
@@ -353,6 +356,11 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     from diffnb.progress import progress as tqdm
 
     dev = get_device(device)
+    if cuda_graph is None:
+        cuda_graph = dev.type == "cuda"
+    elif cuda_graph and dev.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a CUDA device, got {dev}; leave cuda_graph=None to choose "
+                         "automatically")
     if not isinstance(cfg, MiniConfig):
         raise TypeError(f"cfg must be a MiniConfig, got {type(cfg).__name__}")
     if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.n_images < cfg.batch_size:
@@ -386,12 +394,41 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         if progress:
             print(f"resuming {run_dir} at step {step}", flush=True)
 
+    pending: list[torch.Tensor] = []           # (mse, vlb) per step, still on the device
+
+    def flush():
+        if pending:
+            history.extend(tuple(row) for row in torch.stack(pending).tolist())
+            pending.clear()
+
     def save():
-        state = dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt.state_dict(),
+        flush()
+        opt_state, _ = portable_state(opt.state_dict())
+        state = dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt_state,
                      ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg))
         _atomic_write(state_path, lambda p: torch.save(state, p))
 
+    def one_step(idx, t, noise, ids):
+        x0 = images[idx]
+        x_t = scheduler.add_noise(x0, noise, t)
+        emb = encoder(ids)
+        pred = unet(x_t, t, encoder_hidden_states=emb).sample
+        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return mse, vlb
+
+    shape = (cfg.batch_size, *images.shape[1:])
     token_cache = functools.lru_cache(maxsize=None)(lambda p: encoder.token_ids([p]))   # the world has few prompts
+    lrs = make_capturable(opt, dev) if cuda_graph else None
+    run_step = one_step
+    if cuda_graph:
+        run_step = CudaGraphStep(one_step, torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
+                                 torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
+                                 torch.zeros(shape, device=dev),
+                                 torch.zeros(cfg.batch_size, encoder.config["max_words"], dtype=torch.long, device=dev))
     unet.train()
     encoder.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -399,32 +436,32 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         end = min(end, stop_at)
     bar = tqdm(range(step, end), desc="mini", initial=step, total=cfg.steps, disable=not progress)
     for step_i in bar:
+        # every draw from the one CPU generator, in a fixed order: the same run on any device
         idx = torch.randint(0, cfg.n_images, (cfg.batch_size,), generator=gen)
-        x0 = images[idx.to(dev)]
         prompts = draw_prompts(data.digits[idx], data.styles[idx], gen, cfg.p_uncond)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(dev)
-        noise = torch.randn(x0.shape, generator=gen).to(dev)
-        x_t = scheduler.add_noise(x0, noise, t)
-        emb = encoder(torch.cat([token_cache(p) for p in prompts]).to(dev))
-        pred = unet(x_t, t, encoder_hidden_states=emb).sample
-        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched)
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step_i)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noise = torch.randn(shape, generator=gen)
+        ids = torch.cat([token_cache(p) for p in prompts])
+        lr = _lr(cfg, step_i)
+        if lrs is not None:
+            set_lrs(opt, lrs, [lr] * len(lrs))
+        else:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        mse, vlb = run_step(idx.to(dev), t.to(dev), noise.to(dev), ids.to(dev))
         decay = min(cfg.ema_decay, (1 + step_i) / (10 + step_i))
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        history.append((float(mse), float(vlb)))
+        pending.append(torch.stack([mse, vlb]))                # a copy: the graph's outputs are overwritten
         step = step_i + 1
         if step % 50 == 0 and progress:
+            flush()
             recent = history[-50:]
             bar.set_postfix(mse=f"{sum(h[0] for h in recent) / len(recent):.4f}",
                             vlb=f"{sum(h[1] for h in recent) / len(recent):.4f}")
         if step % cfg.save_every == 0 or step == end:
             save()
+    flush()
     summary = dict(step=step, seconds=time.time() - started,
                    mse_last_200=sum(h[0] for h in history[-200:]) / max(1, len(history[-200:])),
                    vlb_last_200=sum(h[1] for h in history[-200:]) / max(1, len(history[-200:])),

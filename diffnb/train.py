@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,6 +31,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from . import flow
+from .cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from .devices import get_device
 from .paths import build_dir
 from .progress import progress as tqdm
@@ -168,79 +168,6 @@ def _load_state(run_dir: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-class _GraphedStep:
-    """One optimisation step (loss, backward, Adam) as a CUDA graph: recorded after a few eager steps,
-    then replayed with the batch's indices copied into a static tensor.  The generator is registered
-    with the graph, so each replay draws fresh noise, t and class dropout; Adam runs with
-    ``capturable=True`` and a tensor learning rate that the epoch's scheduler step updates in place."""
-
-    WARMUP = 3          # eager steps on a side stream before recording, as CUDA graphs require
-
-    def __init__(self, model, optimizer, loss_fn, images, labels, gen, config):
-        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
-        self.images, self.labels, self.gen, self.config = images, labels, gen, config
-        self.idx = torch.zeros(config.batch_size, dtype=torch.long, device=images.device)
-        self.graph, self.loss, self.eager_left = None, None, self.WARMUP
-        for group in optimizer.param_groups:
-            group["capturable"] = True
-            group["lr"] = torch.tensor(float(group["lr"]), device=images.device)
-        for state in optimizer.state.values():      # a resumed run: Adam's step counts move to the GPU
-            if torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].to(images.device, torch.float32)
-        self.lrs = [group["lr"] for group in optimizer.param_groups]
-
-    def _step(self):
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model, self.images[self.idx], self.labels[self.idx], self.gen, self.config)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        self.idx.copy_(idx)
-        if self.graph is not None:
-            self.graph.replay()
-            return self.loss
-        if self.eager_left > 0:
-            self.eager_left -= 1
-            side = torch.cuda.Stream(self.idx.device)
-            side.wait_stream(torch.cuda.current_stream(self.idx.device))
-            with torch.cuda.stream(side):
-                loss = self._step()
-            torch.cuda.current_stream(self.idx.device).wait_stream(side)
-            return loss
-        try:
-            graph = torch.cuda.CUDAGraph()
-            graph.register_generator_state(self.gen)
-            with torch.cuda.graph(graph):
-                self.loss = self._step()
-        except Exception as err:                # an older PyTorch or an op that cannot be recorded
-            warnings.warn(f"recording the training step as a CUDA graph failed ({type(err).__name__}: {err}); "
-                          "training goes on without it (slower, same results)", RuntimeWarning, stacklevel=2)
-            self.eager_left = float("inf")
-            return self(idx)
-        self.graph = graph
-        graph.replay()                          # recording does not run the step: run it now
-        return self.loss
-
-    def after_scheduler_step(self) -> None:
-        """Write the scheduler's new learning rates into the tensors the graph reads."""
-        for group, lr in zip(self.optimizer.param_groups, self.lrs):
-            lr.fill_(float(group["lr"]))
-            group["lr"] = lr
-
-
-def _portable(optimizer_state: dict, scheduler_state: dict | None) -> tuple[dict, dict | None]:
-    """Checkpointed optimizer and scheduler state without the CUDA graph's run-time settings (tensor
-    learning rates, ``capturable``), so that a run resumes on any device, graphed or not."""
-    groups = [dict(g, lr=float(g["lr"]), capturable=False) for g in optimizer_state["param_groups"]]
-    optimizer_state = dict(optimizer_state, param_groups=groups)
-    if scheduler_state is not None:
-        scheduler_state = {k: ([float(x) for x in v] if k in ("_last_lr", "base_lrs") else v)
-                           for k, v in scheduler_state.items()}
-    return optimizer_state, scheduler_state
-
-
 def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
           device="auto", run_dir: str | Path | None = None, progress: bool = True,
           stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None) -> TrainResult:
@@ -311,7 +238,19 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         rank, world, is_main = 0, 1, True
 
     loss_fn = OBJECTIVES[config.objective][0]
-    graphed = _GraphedStep(model, optimizer, loss_fn, images, labels, gen, config) if cuda_graph else None
+    graphed = lrs = None
+    if cuda_graph:
+        lrs = make_capturable(optimizer, device)
+
+        def one_step(idx):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, images[idx], labels[idx], gen, config)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        graphed = CudaGraphStep(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
+                                generator=gen)
     last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     bar = tqdm(total=(last - done) * steps_per_epoch, desc=config.name, disable=not (progress and is_main),
                unit="batch", leave=True)
@@ -339,13 +278,13 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         if scheduler is not None:
             scheduler.step()
             if graphed is not None:
-                graphed.after_scheduler_step()
+                set_lrs(optimizer, lrs)              # the new rate into the tensor the graph reads
         losses.extend(epoch_losses.cpu().tolist())
         epoch_ends.append(len(losses))
         trained.append(epoch)
         if is_main:
             raw = accelerator.unwrap_model(model) if accelerator is not None else model
-            opt_state, sched_state = _portable(optimizer.state_dict(),
+            opt_state, sched_state = portable_state(optimizer.state_dict(),
                                                scheduler.state_dict() if scheduler is not None else None)
             _save_epoch(run_dir, epoch, raw, {
                 "epoch": epoch, "config": _comparable(config), "losses": losses, "epoch_ends": epoch_ends,

@@ -164,17 +164,17 @@ def test_cuda_graph_needs_cuda(tmp_path):
 def test_checkpointed_optimizer_state_resumes_on_any_device():
     """A CUDA-graph run keeps Adam's learning rate as a tensor and capturable=True; its checkpoint
     stores neither, so an ordinary optimizer (say, on this CPU) loads it and steps."""
-    from diffnb.train import _portable
+    from diffnb.cudagraph import portable_state
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([w], lr=1e-2)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
     w.grad = torch.ones(3)
     opt.step()
-    for group in opt.param_groups:                      # what _GraphedStep does to the groups
+    for group in opt.param_groups:                      # what make_capturable does to the groups
         group["capturable"], group["lr"] = True, torch.tensor(float(group["lr"]))
     sched.step()
-    opt_state, sched_state = _portable(opt.state_dict(), sched.state_dict())
+    opt_state, sched_state = portable_state(opt.state_dict(), sched.state_dict())
     group = opt_state["param_groups"][0]
     assert type(group["lr"]) is float and group["lr"] == pytest.approx(5e-3) and group["capturable"] is False
     assert all(type(x) is float for x in sched_state["_last_lr"] + sched_state["base_lrs"])
@@ -215,15 +215,36 @@ def test_cuda_graph_run_learns_like_the_eager_run(tmp_path):
     assert state["optimizer"]["param_groups"][0]["capturable"] is False
 
     # the learning rate the recorded graph reads is the tensor that the epoch's scheduler step updates
-    from diffnb.train import OBJECTIVES, _GraphedStep, build_model
+    from diffnb.cudagraph import CudaGraphStep, make_capturable, set_lrs
+    from diffnb.train import OBJECTIVES, build_model
     model = build_model(cfg).cuda()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
-    step = _GraphedStep(model, opt, OBJECTIVES[cfg.objective][0], images.cuda(), labels.cuda(),
-                        torch.Generator(device="cuda").manual_seed(0), cfg)
-    for _ in range(_GraphedStep.WARMUP + 2):
+    lrs = make_capturable(opt, torch.device("cuda"))
+    x, y, gen = images.cuda(), labels.cuda(), torch.Generator(device="cuda").manual_seed(0)
+
+    def one_step(idx):
+        opt.zero_grad(set_to_none=True)
+        loss = OBJECTIVES[cfg.objective][0](model, x[idx], y[idx], gen, cfg)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    step = CudaGraphStep(one_step, torch.zeros(cfg.batch_size, dtype=torch.long, device="cuda"), generator=gen)
+    for _ in range(5):
         step(torch.arange(cfg.batch_size, device="cuda"))
     assert step.graph is not None
     sched.step()
-    step.after_scheduler_step()
-    assert opt.param_groups[0]["lr"] is step.lrs[0] and float(step.lrs[0]) == pytest.approx(cfg.lr / 2)
+    set_lrs(opt, lrs)
+    assert opt.param_groups[0]["lr"] is lrs[0] and float(lrs[0]) == pytest.approx(cfg.lr / 2)
+
+
+def test_a_cuda_graph_step_needs_cuda_tensors_and_learning_rates_are_written_in_place():
+    from diffnb.cudagraph import CudaGraphStep, set_lrs
+    with pytest.raises(ValueError, match="one CUDA tensor per input"):
+        CudaGraphStep(lambda x: x, torch.zeros(3))
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.Adam([w], lr=0.1)
+    lrs = [torch.tensor(0.1)]
+    set_lrs(opt, lrs, [0.05])
+    assert opt.param_groups[0]["lr"] is lrs[0] and float(lrs[0]) == pytest.approx(0.05)
