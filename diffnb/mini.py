@@ -49,8 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffnb import world
-from diffnb.paths import build_dir, data_dir
 from diffnb.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
+from diffnb.paths import build_dir, data_dir
 from diffnb.train import _atomic_write
 
 MAX_WORDS = 16

@@ -238,19 +238,22 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         rank, world, is_main = 0, 1, True
 
     loss_fn = OBJECTIVES[config.objective][0]
-    graphed = lrs = None
+
+    def one_step(idx):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, images[idx], labels[idx], gen, config)
+        if accelerator is not None:
+            accelerator.backward(loss)
+        else:
+            loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    run_step, lrs = one_step, None
     if cuda_graph:
         lrs = make_capturable(optimizer, device)
-
-        def one_step(idx):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, images[idx], labels[idx], gen, config)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-
-        graphed = CudaGraphStep(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
-                                generator=gen)
+        run_step = CudaGraphStep(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
+                                 generator=gen)
     last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     bar = tqdm(total=(last - done) * steps_per_epoch, desc=config.name, disable=not (progress and is_main),
                unit="batch", leave=True)
@@ -261,23 +264,14 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         epoch_losses = torch.empty(steps_per_epoch, device=device)   # kept on device: no sync per step
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size:(step + 1) * config.batch_size][rank::world]
-            if graphed is not None:
-                loss = graphed(idx)
-            else:
-                loss = loss_fn(model, images[idx], labels[idx], gen, config)
-                optimizer.zero_grad(set_to_none=True)
-                if accelerator is not None:
-                    accelerator.backward(loss)
-                else:
-                    loss.backward()
-                optimizer.step()
-            epoch_losses[step] = loss.detach()
+            loss = run_step(idx)
+            epoch_losses[step] = loss
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
         if scheduler is not None:
             scheduler.step()
-            if graphed is not None:
+            if lrs is not None:
                 set_lrs(optimizer, lrs)              # the new rate into the tensor the graph reads
         losses.extend(epoch_losses.cpu().tolist())
         epoch_ends.append(len(losses))
