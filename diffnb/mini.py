@@ -274,10 +274,20 @@ class MiniConfig:
     ema_decay: float = 0.995
     save_every: int = 500
     pooled_text: bool = True       # IF's pooled text embedding added to the time embedding
+    init_from: str = ""            # "" = from scratch; "<run key>@<step>": that run's EMA weights at that step
 
     def key(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if not self.init_from:                 # runs from scratch keep the keys they had before this field
+            del fields["init_from"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def __post_init__(self):
+        if self.init_from:
+            key, _, step = self.init_from.partition("@")
+            if not (len(key) == 10 and step.isdigit()):
+                raise ValueError(f"init_from must be '<run key>@<step>' (e.g. '{'0' * 10}@3000'), got {self.init_from!r}")
 
 
 #: how prompts are drawn per image: (share, names digit, names style)
@@ -328,6 +338,38 @@ def new_models(seed: int, pooled_text: bool = False):
     return unet, encoder
 
 
+def snapshot_dir(key: str, step: int) -> Path:
+    """Where run ``key``'s EMA model at ``step`` is exported for a run that starts from it."""
+    return build_dir() / "mini" / key / f"ema-{step}"
+
+
+def snapshot(cfg: MiniConfig, step: int, run_dir: str | Path | None = None) -> Path:
+    """Export run ``cfg``'s EMA model at ``step`` (its last checkpoint must be that step) to
+    ``snapshot_dir``, once; later runs read it with ``init_from="<key>@<step>"``."""
+    out = snapshot_dir(cfg.key(), step)
+    if not (out / "unet").is_dir():
+        unet, encoder, state = ema_models(cfg, run_dir)
+        if int(state["step"]) != step:
+            raise ValueError(f"run {cfg.key()}'s last checkpoint is at step {state['step']}, not {step}; "
+                             f"train it to step {step} (train_mini(cfg, stop_at={step})) before taking a snapshot")
+        export(unet, encoder, out, cfg, state["history"])
+    return out
+
+
+def _load_init(cfg: MiniConfig, unet, encoder) -> None:
+    """Copy the weights that ``cfg.init_from`` names into ``unet`` and ``encoder``."""
+    from safetensors.torch import load_file
+    key, _, step = cfg.init_from.partition("@")
+    folder = snapshot_dir(key, int(step))
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"this run starts from run {key}'s EMA weights at step {step}, expected in {folder}; "
+                                f"make them with diffnb.mini.snapshot(<that run's MiniConfig>, {step}) "
+                                "(`python -m diffnb.mini train` does it for the shipped recipe)")
+    unet.load_state_dict(load_file(str(weights)))
+    encoder.load_state_dict(load_file(str(folder / "prompt_encoder" / "model.safetensors")))
+
+
 def _lr(cfg: MiniConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -375,6 +417,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     scheduler = DDPMScheduler(**IF_SCHEDULER_CONFIG)
     sched = _schedule(scheduler, dev)
     unet, encoder = new_models(cfg.seed, cfg.pooled_text)
+    if cfg.init_from:
+        _load_init(cfg, unet, encoder)
     unet.to(dev)
     encoder.to(dev)
     params = list(unet.parameters()) + list(encoder.parameters())
@@ -487,8 +531,11 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     encoder.eval().save(tmp / "prompt_encoder")
     curve = [sum(h[0] for h in history[i:i + 100]) / len(history[i:i + 100]) for i in range(0, len(history), 100)]
-    (tmp / "training.json").write_text(json.dumps(dict(config=dataclasses.asdict(cfg), steps_trained=len(history),
-                                                       mse_per_100_steps=curve), indent=1))
+    info = dict(config=dataclasses.asdict(cfg), steps_trained=len(history), mse_per_100_steps=curve)
+    if cfg.init_from:                                   # the run it started from, as that run recorded itself
+        key, _, step = cfg.init_from.partition("@")
+        info["started_from"] = json.loads((snapshot_dir(key, int(step)) / "training.json").read_text())
+    (tmp / "training.json").write_text(json.dumps(info, indent=1))
     if out.exists():
         old = out.with_name(out.name + ".old")
         if old.exists():

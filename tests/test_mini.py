@@ -189,3 +189,33 @@ def test_the_shipped_model_is_the_recipes_export():
     info = json.loads((model_dir("mini") / "training.json").read_text())
     assert info["config"] == dataclasses.asdict(mini.RECIPE)
     assert len(info["mse_per_100_steps"]) * 100 >= mini.RECIPE_STOP > (len(info["mse_per_100_steps"]) - 1) * 100
+
+
+def test_a_run_can_start_from_another_runs_ema_snapshot(tmp_path, one_thread, monkeypatch):
+    from safetensors.torch import load_file
+    monkeypatch.setenv("DIFFNB_BUILD", str(tmp_path / "build"))
+    assert mini.MiniConfig().key() == "25a32bc749"          # runs from scratch keep their folder names
+    first = mini.MiniConfig(steps=4, batch_size=4, n_images=16, warmup=1, save_every=1)
+    second = mini.MiniConfig(steps=2, batch_size=4, n_images=16, warmup=1, save_every=1, init_from=f"{first.key()}@2")
+    assert second.key() != first.key()
+    with pytest.raises(FileNotFoundError, match="snapshot"):          # the snapshot is not there yet
+        mini.train_mini(second, progress=False)
+    mini.train_mini(first, progress=False, stop_at=2)
+    with pytest.raises(ValueError, match="not 3"):
+        mini.snapshot(first, 3)
+    snap = mini.snapshot(first, 2)
+    # the second run starts from exactly the first run's EMA weights at step 2
+    unet, enc = mini.new_models(second.seed, second.pooled_text)
+    mini._load_init(second, unet, enc)
+    _, _, state = mini.ema_models(first)
+    for p, e in zip(list(unet.parameters()) + list(enc.parameters()), state["ema"]):
+        assert torch.equal(p, e)
+    out = mini.train_mini(second, out=tmp_path / "second", progress=False)
+    info = json.loads((tmp_path / "second" / "training.json").read_text())
+    assert info["steps_trained"] == 2 and info["started_from"]["steps_trained"] == 2
+    assert info["started_from"]["config"] == dataclasses.asdict(first)
+    w2 = load_file(str(tmp_path / "second" / "unet" / "diffusion_pytorch_model.safetensors"))
+    w1 = load_file(str(snap / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1) and out["step"] == 2      # and it trained on
+    with pytest.raises(ValueError, match="init_from must be"):
+        mini.MiniConfig(init_from="last run")
