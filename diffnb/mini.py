@@ -276,11 +276,16 @@ class MiniConfig:
     pooled_text: bool = True       # IF's pooled text embedding added to the time embedding
     init_from: str = ""            # "" = from scratch; "<run key>@<step>": that run's EMA weights at that step
 
-    def key(self) -> str:
+    def record(self) -> dict:
+        """The settings as training.json records them; a run from scratch leaves out ``init_from``,
+        so it keeps the key and the record it had before that field existed."""
         fields = dataclasses.asdict(self)
-        if not self.init_from:                 # runs from scratch keep the keys they had before this field
+        if not self.init_from:
             del fields["init_from"]
-        text = json.dumps(fields, sort_keys=True)
+        return fields
+
+    def key(self) -> str:
+        text = json.dumps(self.record(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def __post_init__(self):
@@ -531,7 +536,7 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     encoder.eval().save(tmp / "prompt_encoder")
     curve = [sum(h[0] for h in history[i:i + 100]) / len(history[i:i + 100]) for i in range(0, len(history), 100)]
-    info = dict(config=dataclasses.asdict(cfg), steps_trained=len(history), mse_per_100_steps=curve)
+    info = dict(config=cfg.record(), steps_trained=len(history), mse_per_100_steps=curve)
     if cfg.init_from:                                   # the run it started from, as that run recorded itself
         key, _, step = cfg.init_from.partition("@")
         info["started_from"] = json.loads((snapshot_dir(key, int(step)) / "training.json").read_text())

@@ -187,7 +187,7 @@ def test_a_run_stopped_early_exports_its_ema_weights_as_the_finished_run_does(tm
 
 def test_the_shipped_model_is_the_recipes_export():
     info = json.loads((model_dir("mini") / "training.json").read_text())
-    assert info["config"] == dataclasses.asdict(mini.RECIPE)
+    assert info["config"] == mini.RECIPE.record()
     assert len(info["mse_per_100_steps"]) * 100 >= mini.RECIPE_STOP > (len(info["mse_per_100_steps"]) - 1) * 100
 
 
@@ -213,7 +213,7 @@ def test_a_run_can_start_from_another_runs_ema_snapshot(tmp_path, one_thread, mo
     out = mini.train_mini(second, out=tmp_path / "second", progress=False)
     info = json.loads((tmp_path / "second" / "training.json").read_text())
     assert info["steps_trained"] == 2 and info["started_from"]["steps_trained"] == 2
-    assert info["started_from"]["config"] == dataclasses.asdict(first)
+    assert info["started_from"]["config"] == first.record() and info["config"] == second.record()
     w2 = load_file(str(tmp_path / "second" / "unet" / "diffusion_pytorch_model.safetensors"))
     w1 = load_file(str(snap / "unet" / "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(w1[k], w2[k]) for k in w1) and out["step"] == 2      # and it trained on
