@@ -102,3 +102,16 @@ def test_custom_view_is_easy_to_add(stage1, emb, ts):
     out = make_anagram(stage1, [IdentityView(), TransposeView()], [emb.get("a rocket ship"), emb.get("a paint brush")],
                        emb.get(""), ts, generator=make_generator(1))
     assert torch.isfinite(out).all()
+
+
+def test_estimators_agree_checks_the_identity_step_by_step(stage1, emb, ts):
+    from diffnb.ddpm import _check_embeds, cfg_estimator, plain_estimator, pure_noise
+    from diffnb.guidance import hybrid_estimator
+    from diffnb.part_a import estimators_agree
+
+    c, c2, u = (_check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", "a man mid fall", ""))
+    x = pure_noise(stage1, make_generator(0), num_images=2)
+    assert estimators_agree(cfg_estimator(stage1, c, u, 1.0), plain_estimator(stage1, c), x, ts)
+    assert estimators_agree(hybrid_estimator(stage1, c, c, u, 7.0), cfg_estimator(stage1, c, u, 7.0), x, ts)
+    assert not estimators_agree(cfg_estimator(stage1, c, u, 7.0), plain_estimator(stage1, c), x, ts)
+    assert not estimators_agree(hybrid_estimator(stage1, c, c2, u, 7.0), cfg_estimator(stage1, c, u, 7.0), x, ts)
