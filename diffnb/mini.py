@@ -238,12 +238,26 @@ def learned_log_variance(v: torch.Tensor, t: torch.Tensor, sched: dict) -> torch
     return frac * sched["log_beta"][t].view(shape) + (1 - frac) * sched["post_log_var"][t].view(shape)
 
 
+def min_snr_weight(t: torch.Tensor, sched: dict, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for the noise MSE (Hang et al. 2023): min(SNR_t, gamma) / SNR_t with
+    SNR_t = abar_t / (1 - abar_t). Nearly clean timesteps (SNR above gamma) weigh less, so the
+    model spends its capacity on the noisy ones where the digit's shape is decided."""
+    abar = sched["abar"][t]
+    snr = abar / (1 - abar)
+    return snr.clamp(max=gamma) / snr
+
+
 def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                noise: torch.Tensor, sched: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Improved DDPM's hybrid loss. Returns ``(loss, mse, vlb)``, each a scalar (vlb in bits/dim)."""
+                noise: torch.Tensor, sched: dict, snr_gamma: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Improved DDPM's hybrid loss. Returns ``(loss, mse, vlb)``, each a scalar (vlb in bits/dim).
+
+    ``snr_gamma > 0`` weighs each image's noise MSE by ``min_snr_weight`` in the loss; the ``mse``
+    returned stays the plain mean, so runs with and without it log the same quantity."""
     c = x0.shape[1]
     eps, v = model_output[:, :c], model_output[:, c:]
-    mse = F.mse_loss(eps, noise)
+    per_image = (eps - noise).square().flatten(1).mean(1)
+    mse = per_image.mean()
+    noise_loss = (per_image * min_snr_weight(t, sched, snr_gamma)).mean() if snr_gamma > 0 else mse
     shape = (-1,) + (1,) * (x0.dim() - 1)
     abar = sched["abar"][t].view(shape)
     x0_pred = (x_t - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()     # stop-grad: the mean is L_simple's job
@@ -254,7 +268,7 @@ def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
     nll = -_discretised_log_likelihood(x0, mean_pred, 0.5 * log_var)
     per_pixel = torch.where((t == 0).view(shape), nll, kl) / math.log(2.0)
     vlb = per_pixel.mean()
-    return mse + vlb, mse.detach(), vlb.detach()
+    return noise_loss + vlb, mse.detach(), vlb.detach()
 
 
 # --------------------------------------------------------------------------- training
@@ -275,13 +289,16 @@ class MiniConfig:
     save_every: int = 500
     pooled_text: bool = True       # IF's pooled text embedding added to the time embedding
     init_from: str = ""            # "" = from scratch; "<run key>@<step>": that run's EMA weights at that step
+    snr_gamma: float = 0.0         # > 0: min-SNR-gamma weights on the noise MSE (min_snr_weight); 0: plain mean
 
     def record(self) -> dict:
-        """The settings as training.json records them; a run from scratch leaves out ``init_from``,
-        so it keeps the key and the record it had before that field existed."""
+        """The settings as training.json records them; fields added later (``init_from``, ``snr_gamma``)
+        are left out at their defaults, so a run keeps the key and the record it had before they existed."""
         fields = dataclasses.asdict(self)
         if not self.init_from:
             del fields["init_from"]
+        if not self.snr_gamma:
+            del fields["snr_gamma"]
         return fields
 
     def key(self) -> str:
@@ -289,6 +306,9 @@ class MiniConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def __post_init__(self):
+        if not (isinstance(self.snr_gamma, (int, float)) and self.snr_gamma >= 0):
+            raise ValueError(f"snr_gamma must be a number >= 0 (0 turns the min-SNR weights off; 5 is the "
+                             f"paper's choice), got {self.snr_gamma!r}")
         if self.init_from:
             key, _, step = self.init_from.partition("@")
             if not (len(key) == 10 and step.isdigit()):
@@ -462,7 +482,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         x_t = scheduler.add_noise(x0, noise, t)
         emb = encoder(ids)
         pred = unet(x_t, t, encoder_hidden_states=emb).sample
-        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched)
+        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched, cfg.snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

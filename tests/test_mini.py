@@ -219,3 +219,29 @@ def test_a_run_can_start_from_another_runs_ema_snapshot(tmp_path, one_thread, mo
     assert any(not torch.equal(w1[k], w2[k]) for k in w1) and out["step"] == 2      # and it trained on
     with pytest.raises(ValueError, match="init_from must be"):
         mini.MiniConfig(init_from="last run")
+
+
+def test_min_snr_weights_the_noise_mse_per_image(sched):
+    """min(SNR_t, gamma) / SNR_t on each image's noise MSE in the loss; the logged mse stays the plain mean."""
+    s, table = sched
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 50, 400, 999])
+    xt = s.add_noise(x0, noise, t)
+    eps = noise + 0.2 * torch.randn(x0.shape, generator=g)
+    out = torch.cat([eps, torch.zeros_like(eps)], 1)
+    snr = s.alphas_cumprod[t] / (1 - s.alphas_cumprod[t])
+    w = torch.where(snr > 5, 5 / snr, torch.ones_like(snr))
+    torch.testing.assert_close(mini.min_snr_weight(t, table, 5.0), w.float(), rtol=1e-4, atol=0)
+    assert w[0] < 1e-3 and w[-1] == 1                      # nearly clean images weigh little, noisy ones fully
+    plain, mse0, vlb0 = mini.hybrid_loss(out, x0, xt, t, noise, table)
+    weighted, mse5, vlb5 = mini.hybrid_loss(out, x0, xt, t, noise, table, snr_gamma=5.0)
+    per_image = ((eps - noise) ** 2).flatten(1).mean(1)
+    torch.testing.assert_close(plain - vlb0, per_image.mean())
+    torch.testing.assert_close(weighted - vlb5, (w.float() * per_image).mean(), rtol=1e-4, atol=1e-7)
+    assert mse5 == mse0 and vlb5 == vlb0
+    assert mini.MiniConfig(snr_gamma=5.0).key() != mini.MiniConfig().key()
+    assert "snr_gamma" not in mini.MiniConfig().record() and mini.MiniConfig(snr_gamma=5.0).record()["snr_gamma"] == 5.0
+    with pytest.raises(ValueError, match="snr_gamma"):
+        mini.MiniConfig(snr_gamma=-1.0)
