@@ -599,7 +599,8 @@ def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Pa
 #: cosine schedule set for 6000 steps, stopped at 3000 and exported from the EMA weights.
 #: Measured with the judge (60 samples, CFG 7) on an H200: at 3000 steps 82% of the samples show
 #: the prompt's digit; the same schedule at lr 1e-3 reached 58%, and 2500 steps at batch 64 (what
-#: 2 CPU cores train in an hour) 3%.
+#: 2 CPU cores train in an hour) 3%; 3000 steps at batch 64, lr 2e-3 with min-SNR-5 weights (51 minutes on
+#: 2 CPU cores, ``benchmarks/mini_recipes.py --recipe cpu_hour_snr``) 8%, with 97% of the styles right.
 RECIPE = MiniConfig()
 RECIPE_STOP = 3000
 
