@@ -46,7 +46,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from diffnb import world
 from diffnb.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs

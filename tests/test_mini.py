@@ -29,13 +29,18 @@ def test_learned_variance_is_what_the_diffusers_sampler_reads(sched):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_hybrid_loss_against_closed_forms(sched):
-    s, table = sched
-    g = torch.Generator().manual_seed(0)
+def _noised_batch(s, seed, t):
+    """Four seeded 8x8 images in [-1, 1], their noise and x_t at timesteps ``t``, and the generator."""
+    g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
     noise = torch.randn(x0.shape, generator=g)
-    t = torch.tensor([1, 100, 500, 999])
-    xt = s.add_noise(x0, noise, t)
+    t = torch.tensor(t)
+    return x0, noise, t, s.add_noise(x0, noise, t), g
+
+
+def test_hybrid_loss_against_closed_forms(sched):
+    s, table = sched
+    x0, noise, t, xt, g = _noised_batch(s, 0, [1, 100, 500, 999])
     # exact noise and v = -1 (the true posterior variance): both terms vanish
     loss, mse, vlb = mini.hybrid_loss(torch.cat([noise, -torch.ones_like(noise)], 1), x0, xt, t, noise, table)
     assert mse == 0 and abs(float(vlb)) < 1e-6
@@ -224,11 +229,7 @@ def test_a_run_can_start_from_another_runs_ema_snapshot(tmp_path, one_thread, mo
 def test_min_snr_weights_the_noise_mse_per_image(sched):
     """min(SNR_t, gamma) / SNR_t on each image's noise MSE in the loss; the logged mse stays the plain mean."""
     s, table = sched
-    g = torch.Generator().manual_seed(2)
-    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
-    noise = torch.randn(x0.shape, generator=g)
-    t = torch.tensor([0, 50, 400, 999])
-    xt = s.add_noise(x0, noise, t)
+    x0, noise, t, xt, g = _noised_batch(s, 2, [0, 50, 400, 999])
     eps = noise + 0.2 * torch.randn(x0.shape, generator=g)
     out = torch.cat([eps, torch.zeros_like(eps)], 1)
     snr = s.alphas_cumprod[t] / (1 - s.alphas_cumprod[t])

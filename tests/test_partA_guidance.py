@@ -6,10 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffnb.ddpm import sample_cfg, strided_timesteps
+from diffnb.ddpm import _check_embeds, cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
 from diffnb.devices import make_generator
-from diffnb.guidance import (FlipView, IdentityView, NegateView, View, highpass, lowpass, make_anagram,
-                             make_flip_illusion, make_hybrids)
+from diffnb.guidance import (FlipView, IdentityView, NegateView, View, highpass, hybrid_estimator, lowpass,
+                             make_anagram, make_flip_illusion, make_hybrids)
+from diffnb.part_a import estimators_agree
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,10 +106,6 @@ def test_custom_view_is_easy_to_add(stage1, emb, ts):
 
 
 def test_estimators_agree_checks_the_identity_step_by_step(stage1, emb, ts):
-    from diffnb.ddpm import _check_embeds, cfg_estimator, plain_estimator, pure_noise
-    from diffnb.guidance import hybrid_estimator
-    from diffnb.part_a import estimators_agree
-
     c, c2, u = (_check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", "a man mid fall", ""))
     x = pure_noise(stage1, make_generator(0), num_images=2)
     assert estimators_agree(cfg_estimator(stage1, c, u, 1.0), plain_estimator(stage1, c), x, ts)
