@@ -22,12 +22,14 @@ name the digit, the style, both or neither in one of the world's phrasings (``di
 
 Command line::
 
-    python -m diffnb.mini train            # reproduce data/models/mini-if (RECIPE, stopped at RECIPE_STOP)
+    python -m diffnb.mini train            # reproduce data/models/mini-if (RECIPE)
     python -m diffnb.mini train --steps 200 --batch-size 64 --out /tmp/mini   # one run with other settings
 
-The recipe is 3,000 steps at batch 256: about 6.5 minutes on one H200 GPU (measured, with two other
-runs sharing it), and some 5 to 6 hours on 2 CPU cores (about 6 to 7.5 s per step measured there).
-The same random draws are taken on any device.
+The recipe (``RECIPE``) is 6,000 steps at batch 64, the first 3,500 of them on the world's images at
+half size (16x16, ``low_res``): the UNet is convolutional, so the same weights learn the digits'
+shapes there at a third of the cost of a full-size step, and the last 2,500 steps at 32x32 learn the
+detail. On 2 CPU cores that is about an hour (measured: 61 minutes, the world's rendering included). The same random draws are taken on any
+device.
 
 The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
 steps and read back with ``weights_only=True``; an interrupted run continues where it stopped.
@@ -276,7 +278,8 @@ def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
 class MiniConfig:
     """Everything that determines the trained weights (the run folder is named by its hash).
 
-    The defaults are the shipped model's recipe (``RECIPE``; it is stopped at ``RECIPE_STOP``)."""
+    The defaults are the first shipped model's recipe (``GPU_RECIPE``, stopped at ``GPU_RECIPE_STOP``); the
+    model shipped now is ``RECIPE``."""
     seed: int = 0
     steps: int = 6000              # the length of the lr schedule
     batch_size: int = 256
@@ -289,15 +292,16 @@ class MiniConfig:
     pooled_text: bool = True       # IF's pooled text embedding added to the time embedding
     init_from: str = ""            # "" = from scratch; "<run key>@<step>": that run's EMA weights at that step
     snr_gamma: float = 0.0         # > 0: min-SNR-gamma weights on the noise MSE (min_snr_weight); 0: plain mean
+    low_res_steps: int = 0         # the first this many steps train on the images at half size (low_res)
 
     def record(self) -> dict:
-        """The settings as training.json records them; fields added later (``init_from``, ``snr_gamma``)
-        are left out at their defaults, so a run keeps the key and the record it had before they existed."""
+        """The settings as training.json records them; fields added later (``init_from``, ``snr_gamma``,
+        ``low_res_steps``) are left out at their defaults, so a run keeps the key and the record it had
+        before they existed."""
         fields = dataclasses.asdict(self)
-        if not self.init_from:
-            del fields["init_from"]
-        if not self.snr_gamma:
-            del fields["snr_gamma"]
+        for name in ("init_from", "snr_gamma", "low_res_steps"):
+            if not fields[name]:
+                del fields[name]
         return fields
 
     def key(self) -> str:
@@ -308,6 +312,9 @@ class MiniConfig:
         if not (isinstance(self.snr_gamma, (int, float)) and self.snr_gamma >= 0):
             raise ValueError(f"snr_gamma must be a number >= 0 (0 turns the min-SNR weights off; 5 is the "
                              f"paper's choice), got {self.snr_gamma!r}")
+        if not (isinstance(self.low_res_steps, int) and 0 <= self.low_res_steps <= self.steps):
+            raise ValueError(f"low_res_steps must be an int from 0 (off) to steps ({self.steps}), "
+                             f"got {self.low_res_steps!r}")
         if self.init_from:
             key, _, step = self.init_from.partition("@")
             if not (len(key) == 10 and step.isdigit()):
@@ -394,6 +401,17 @@ def _load_init(cfg: MiniConfig, unet, encoder) -> None:
     encoder.load_state_dict(load_file(str(folder / "prompt_encoder" / "model.safetensors")))
 
 
+def low_res(images: torch.Tensor) -> torch.Tensor:
+    """The images at half size (2x2 means): what a run trains on for its first ``low_res_steps``.
+
+    The UNet is convolutional, so the same weights denoise 16x16 and 32x32 images; at half size a
+    step costs about a quarter as much, and the first phase learns the digits' layout and the
+    styles' colours cheaply before the full-size steps learn the detail."""
+    if images.dim() != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
+        raise ValueError(f"low_res needs (N, C, H, W) images with even H and W, got shape {tuple(images.shape)}")
+    return torch.nn.functional.avg_pool2d(images, 2)
+
+
 def _lr(cfg: MiniConfig, step: int) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -409,11 +427,11 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     ``device``: where the UNet trains (``"cpu"``, ``"cuda"``, ``"auto"``). Every random draw (images,
     prompts, t, noise) comes from one CPU generator, so a run takes the same draws on any device
     and a run started on one device resumes on another.  ``cuda_graph``: on CUDA (the default there)
-    the step (forward, hybrid loss, backward, clipping, Adam) is recorded once as a CUDA graph and
+    the step (forward, hybrid loss, backward, clipping, Adam) is recorded as a CUDA graph (one per image size) and
     replayed, with the step's draws copied into static tensors (``diffnb.cudagraph``).
 
     ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
-    recipe stops at ``RECIPE_STOP`` and exports with ``export_run``). Returns a summary
+    first GPU recipe stopped at ``GPU_RECIPE_STOP`` and exported with ``export_run``). Returns a summary
     dict with the final losses and the seconds spent in this call.
     """
     from diffusers import DDPMScheduler
@@ -476,27 +494,34 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
                      ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg))
         _atomic_write(state_path, lambda p: torch.save(state, p))
 
-    def one_step(idx, t, noise, ids):
-        x0 = images[idx]
-        x_t = scheduler.add_noise(x0, noise, t)
-        emb = encoder(ids)
-        pred = unet(x_t, t, encoder_hidden_states=emb).sample
-        loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched, cfg.snr_gamma)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return mse, vlb
+    def make_step(source: torch.Tensor):
+        def one_step(idx, t, noise, ids):
+            x0 = source[idx]
+            x_t = scheduler.add_noise(x0, noise, t)
+            emb = encoder(ids)
+            pred = unet(x_t, t, encoder_hidden_states=emb).sample
+            loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched, cfg.snr_gamma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            return mse, vlb
+        return one_step
 
-    shape = (cfg.batch_size, *images.shape[1:])
     token_cache = functools.lru_cache(maxsize=None)(lambda p: encoder.token_ids([p]))   # the world has few prompts
     lrs = make_capturable(opt, dev) if cuda_graph else None
-    run_step = one_step
-    if cuda_graph:
-        run_step = CudaGraphStep(one_step, torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
-                                 torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
-                                 torch.zeros(shape, device=dev),
-                                 torch.zeros(cfg.batch_size, encoder.config["max_words"], dtype=torch.long, device=dev))
+    # one step function per phase: (images, noise shape, step); the low-res phase only if the run has one
+    phases = {}
+    for low in ([True, False] if cfg.low_res_steps else [False]):
+        source = low_res(images) if low else images
+        shape = (cfg.batch_size, *source.shape[1:])
+        run = make_step(source)
+        if cuda_graph:
+            run = CudaGraphStep(run, torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
+                                torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
+                                torch.zeros(shape, device=dev),
+                                torch.zeros(cfg.batch_size, encoder.config["max_words"], dtype=torch.long, device=dev))
+        phases[low] = (shape, run)
     unet.train()
     encoder.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -507,6 +532,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         # every draw from the one CPU generator, in a fixed order: the same run on any device
         idx = torch.randint(0, cfg.n_images, (cfg.batch_size,), generator=gen)
         prompts = draw_prompts(data.digits[idx], data.styles[idx], gen, cfg.p_uncond)
+        shape, run_step = phases[step_i < cfg.low_res_steps]
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
         noise = torch.randn(shape, generator=gen)
         ids = torch.cat([token_cache(p) for p in prompts])
@@ -594,14 +620,22 @@ def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Pa
     return export(unet, encoder, out, cfg, state["history"])
 
 
-#: The shipped model's recipe: UNet and prompt encoder from scratch, batch 256, Adam at 2e-3 with a
-#: cosine schedule set for 6000 steps, stopped at 3000 and exported from the EMA weights.
-#: Measured with the judge (60 samples, CFG 7) on an H200: at 3000 steps 82% of the samples show
-#: the prompt's digit; the same schedule at lr 1e-3 reached 58%, and 2500 steps at batch 64 (what
-#: 2 CPU cores train in an hour) 3%; 3000 steps at batch 64, lr 2e-3 with min-SNR-5 weights (51 minutes on
-#: 2 CPU cores, ``benchmarks/mini_recipes.py --recipe cpu_hour_snr``) 8%, with 97% of the styles right.
-RECIPE = MiniConfig()
-RECIPE_STOP = 3000
+#: The recipe of the first shipped model (an H200 run): batch 256, Adam at 2e-3 with a cosine schedule
+#: set for 6000 steps, stopped at 3000. Judge (60 samples, CFG 7): 82% digit, 63% style; the same
+#: schedule at lr 1e-3 reached 58%. On 2 CPU cores it takes 5 to 6 hours, and cut to an hour
+#: (batch 64: 2500 steps at lr 1e-3, or 3000 at 2e-3 with min-SNR-5) it reaches 3% and 8%.
+GPU_RECIPE = MiniConfig()
+GPU_RECIPE_STOP = 3000
+
+#: The shipped model's recipe, about an hour on 2 CPU cores: batch 64, Adam at 2e-3 (cosine over 6000
+#: steps), min-SNR-5 weights, and the first 3500 steps on the world at 16x16 (``low_res``), where a
+#: step costs a third as much and the digits' shapes are learned; the last 2500 at 32x32.
+#: Measured on 2 CPU cores: 3641 s of training (the world's rendering included). Judge (60 samples,
+#: CFG 7, as ``benchmarks/mini_recipes.py`` reads them): after the half-size phase (step 3500) 97% of
+#: samples drawn at 16x16 (upsampled for the judge) show the digit, 2% of those drawn at 32x32; then at
+#: 32x32 33%, 75%, 87%, 90%, 90% at steps 4000, 4500, 5000, 5500, 6000, style 100% from step 4000 on.
+RECIPE = MiniConfig(steps=6000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.0, low_res_steps=3500)
+RECIPE_STOP = RECIPE.steps
 
 
 def train_recipe(out: str | Path | None = None, progress: bool = True, device: str | torch.device = "auto") -> dict:

@@ -246,3 +246,41 @@ def test_min_snr_weights_the_noise_mse_per_image(sched):
     assert "snr_gamma" not in mini.MiniConfig().record() and mini.MiniConfig(snr_gamma=5.0).record()["snr_gamma"] == 5.0
     with pytest.raises(ValueError, match="snr_gamma"):
         mini.MiniConfig(snr_gamma=-1.0)
+
+
+def test_a_low_res_first_phase_trains_on_half_size_images_and_resumes_across_the_switch(tmp_path, one_thread,
+                                                                                        monkeypatch):
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    half = mini.low_res(x)
+    assert half.shape == (2, 3, 2, 2)
+    assert half[1, 2, 0, 1] == x[1, 2, 0:2, 2:4].mean()                  # each pixel the mean of a 2x2 block
+    with pytest.raises(ValueError, match="even H and W"):
+        mini.low_res(torch.zeros(1, 3, 5, 5))
+    seen = []
+    real_loss = mini.hybrid_loss
+
+    def spy(pred, x0, *args, **kwargs):
+        seen.append(tuple(x0.shape[-2:]))
+        return real_loss(pred, x0, *args, **kwargs)
+
+    monkeypatch.setattr(mini, "hybrid_loss", spy)
+    cfg = mini.MiniConfig(steps=4, batch_size=4, n_images=16, warmup=1, save_every=1, low_res_steps=2)
+    whole = mini.train_mini(cfg, out=tmp_path / "a", run_dir=tmp_path / "run_a", progress=False)
+    half_size, full_size = (world.SIZE // 2,) * 2, (world.SIZE,) * 2
+    assert seen == [half_size, half_size, full_size, full_size]
+    seen.clear()
+    mini.train_mini(cfg, run_dir=tmp_path / "run_b", progress=False, stop_at=1)      # stopped inside the first phase
+    mini.train_mini(cfg, out=tmp_path / "b", run_dir=tmp_path / "run_b", progress=False)
+    assert seen == [half_size, half_size, full_size, full_size] and whole["step"] == 4
+    ha = torch.load(tmp_path / "run_a" / "state.pt", weights_only=True)["history"]
+    hb = torch.load(tmp_path / "run_b" / "state.pt", weights_only=True)["history"]
+    assert ha == hb                                      # resumed across the switch = uninterrupted
+    seen.clear()
+    mini.train_mini(dataclasses.replace(cfg, low_res_steps=0), run_dir=tmp_path / "run_c", progress=False)
+    assert seen == [full_size] * 4
+    assert torch.load(tmp_path / "run_c" / "state.pt", weights_only=True)["history"][0] != ha[0]
+    assert "low_res_steps" not in mini.MiniConfig().record() and cfg.record()["low_res_steps"] == 2
+    assert cfg.key() != dataclasses.replace(cfg, low_res_steps=0).key()
+    for bad in (-1, 5, 1.5):
+        with pytest.raises(ValueError, match="low_res_steps"):
+            mini.MiniConfig(steps=4, low_res_steps=bad)
