@@ -24,3 +24,19 @@ def stage1():
 @pytest.fixture(scope="module")
 def emb():
     return load_embeddings()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_data_stays_untouched():
+    """No test may write into data/ (a finished mini run exports there unless given ``out``)."""
+    import hashlib
+    from diffnb.paths import data_dir
+
+    def digest():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(data_dir().rglob("*")) if p.is_file()}
+
+    before = digest()
+    yield
+    after = digest()
+    changed = sorted(str(p) for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"tests changed shipped files {changed}; pass out= to train_mini in tests"

@@ -276,7 +276,8 @@ def test_a_low_res_first_phase_trains_on_half_size_images_and_resumes_across_the
     hb = torch.load(tmp_path / "run_b" / "state.pt", weights_only=True)["history"]
     assert ha == hb                                      # resumed across the switch = uninterrupted
     seen.clear()
-    mini.train_mini(dataclasses.replace(cfg, low_res_steps=0), run_dir=tmp_path / "run_c", progress=False)
+    mini.train_mini(dataclasses.replace(cfg, low_res_steps=0), out=tmp_path / "c", run_dir=tmp_path / "run_c",
+                    progress=False)
     assert seen == [full_size] * 4
     assert torch.load(tmp_path / "run_c" / "state.pt", weights_only=True)["history"][0] != ha[0]
     assert "low_res_steps" not in mini.MiniConfig().record() and cfg.record()["low_res_steps"] == 2
