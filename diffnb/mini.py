@@ -28,8 +28,8 @@ Command line::
 The recipe (``RECIPE``) is 6,000 steps at batch 64, the first 3,500 of them on the world's images at
 half size (16x16, ``low_res``): the UNet is convolutional, so the same weights learn the digits'
 shapes there at a third of the cost of a full-size step, and the last 2,500 steps at 32x32 learn the
-detail. On 2 CPU cores that is about an hour (measured: 61 minutes, the world's rendering included). The same random draws are taken on any
-device.
+detail. On 2 CPU cores that is about an hour (measured: 61 minutes, the world's rendering included).
+The same random draws are taken on any device.
 
 The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
 steps and read back with ``weights_only=True``; an interrupted run continues where it stopped.
@@ -405,10 +405,12 @@ def low_res(images: torch.Tensor) -> torch.Tensor:
     """The images at half size (2x2 means): what a run trains on for its first ``low_res_steps``.
 
     The UNet is convolutional, so the same weights denoise 16x16 and 32x32 images; at half size a
-    step costs about a quarter as much, and the first phase learns the digits' layout and the
-    styles' colours cheaply before the full-size steps learn the detail."""
+    step costs about a third as much (the attention and text layers do not shrink), and the first
+    phase learns the digits' layout and the styles' colours cheaply before the full-size steps learn
+    the detail."""
     if images.dim() != 4 or images.shape[-1] % 2 or images.shape[-2] % 2:
-        raise ValueError(f"low_res needs (N, C, H, W) images with even H and W, got shape {tuple(images.shape)}")
+        raise ValueError(f"low_res needs (N, C, H, W) images with even H and W, "
+                         f"got shape {tuple(images.shape)}")
     return torch.nn.functional.avg_pool2d(images, 2)
 
 
@@ -427,8 +429,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     ``device``: where the UNet trains (``"cpu"``, ``"cuda"``, ``"auto"``). Every random draw (images,
     prompts, t, noise) comes from one CPU generator, so a run takes the same draws on any device
     and a run started on one device resumes on another.  ``cuda_graph``: on CUDA (the default there)
-    the step (forward, hybrid loss, backward, clipping, Adam) is recorded as a CUDA graph (one per image size) and
-    replayed, with the step's draws copied into static tensors (``diffnb.cudagraph``).
+    the step (forward, hybrid loss, backward, clipping, Adam) is recorded as a CUDA graph, one per
+    image size, and replayed, with the step's draws copied into static tensors (``diffnb.cudagraph``).
 
     ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
     first GPU recipe stopped at ``GPU_RECIPE_STOP`` and exported with ``export_run``). Returns a summary
@@ -510,7 +512,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
 
     token_cache = functools.lru_cache(maxsize=None)(lambda p: encoder.token_ids([p]))   # the world has few prompts
     lrs = make_capturable(opt, dev) if cuda_graph else None
-    # one step function per phase: (images, noise shape, step); the low-res phase only if the run has one
+    # per phase (True: the half-size first phase, if the run has one): the noise shape and the step
     phases = {}
     for low in ([True, False] if cfg.low_res_steps else [False]):
         source = low_res(images) if low else images
@@ -640,9 +642,7 @@ RECIPE_STOP = RECIPE.steps
 
 def train_recipe(out: str | Path | None = None, progress: bool = True, device: str | torch.device = "auto") -> dict:
     """Train (or resume) the shipped recipe and export it to ``out`` (default ``data/models/mini-if``)."""
-    summary = train_mini(RECIPE, progress=progress, stop_at=RECIPE_STOP, device=device)
-    summary["out"] = str(export_run(RECIPE, summary["run_dir"], out))
-    return summary
+    return train_mini(RECIPE, out=out, progress=progress, device=device)      # exports when it finishes
 
 
 def main(argv: list[str] | None = None) -> int:
