@@ -126,22 +126,25 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path, one_thread):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_cuda_graph_run_follows_the_eager_run_and_resumes_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("low_res_steps", [0, 6])
+def test_a_cuda_graph_run_follows_the_eager_run_and_resumes_on_the_cpu(tmp_path, low_res_steps):
+    # with low_res_steps=6 each image size gets its own graph: steps 0-2 eager, 3 recorded, 4-5 replayed
+    # at 16x16, then the same at 32x32 for steps 6-11
     import warnings
-    cfg = mini.MiniConfig(steps=12, batch_size=8, n_images=32, warmup=2, save_every=6)
-    eager = mini.train_mini(cfg, out=tmp_path / "e", run_dir=tmp_path / "run_e", progress=False,
-                            device="cuda", cuda_graph=False)
+    cfg = mini.MiniConfig(steps=16, batch_size=8, n_images=32, warmup=2, save_every=6, low_res_steps=low_res_steps)
+    mini.train_mini(cfg, out=tmp_path / "e", run_dir=tmp_path / "run_e", progress=False, device="cuda",
+                    cuda_graph=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)      # a failed recording would warn and fall back
-        part = mini.train_mini(cfg, run_dir=tmp_path / "run_g", progress=False, device="cuda", stop_after=6)
-    assert part["step"] == 6
+        part = mini.train_mini(cfg, run_dir=tmp_path / "run_g", progress=False, device="cuda", stop_after=12)
+    assert part["step"] == 12
     he = torch.load(tmp_path / "run_e" / "state.pt", weights_only=True)["history"]
     hg = torch.load(tmp_path / "run_g" / "state.pt", weights_only=True)["history"]
     # the same draws: the first (eager) steps agree closely, the recorded ones stay close
     assert hg[0] == pytest.approx(he[0], rel=1e-4) and hg[2] == pytest.approx(he[2], rel=1e-3)
-    assert hg[5][0] == pytest.approx(he[5][0], rel=0.05)
+    assert hg[5][0] == pytest.approx(he[5][0], rel=0.05) and hg[11][0] == pytest.approx(he[11][0], rel=0.05)
     done = mini.train_mini(cfg, out=tmp_path / "g", run_dir=tmp_path / "run_g", progress=False, device="cpu")
-    assert done["step"] == 12 and (tmp_path / "g" / "unet").is_dir()
+    assert done["step"] == 16 and (tmp_path / "g" / "unet").is_dir()
 
 
 def test_bad_training_configs_are_refused(tmp_path):
