@@ -133,7 +133,10 @@ _MINI_PROMPTS = dict(
     picture="a high quality picture",
     samples=["a photo of the digit 7", "a crayon drawing of the number three", "a pencil sketch of a 2"],
     crayon="a high quality crayon drawing",
+    # screened with benchmarks/illusion_pairs.py on seeds the reported figures do not use; 3 / 5 stays
+    # as the failure to look at
     pairs=[("a pencil sketch of the digit 4", "a pencil sketch of the digit 7"),
+           ("a photo of the digit 7", "a photo of the digit 2"),
            ("a photo of the digit 3", "a photo of the digit 5")],
     hybrid_pairs=[("a photo of the digit 1", "a pencil sketch of the digit 7"),
                   ("a crayon drawing of the digit 0", "a pencil sketch of the digit 4")],
