@@ -630,15 +630,15 @@ def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Pa
 GPU_RECIPE = MiniConfig()
 GPU_RECIPE_STOP = 3000
 
-#: The shipped model's recipe, about an hour on 2 CPU cores: batch 64, Adam at 2e-3 (cosine over 6000
+#: The shipped model's recipe, under an hour on 2 CPU cores: batch 64, Adam at 2e-3 (cosine over 6000
 #: steps), min-SNR-5 weights, and the first 3500 steps on the world at 16x16 (``low_res``), where a
 #: step costs a third as much and the digits' shapes are learned; the last 2500 at 32x32.
 #: Measured on 2 CPU cores: ``python -m diffnb.mini train``, uninterrupted, 57 min 50 s with the world's
 #: rendering, and its weights equal the shipped ones bit for bit (the shipped run was trained in slices
-#: with judge breaks, 3641 s in all). Judge (60 samples,
-#: CFG 7, as ``benchmarks/mini_recipes.py`` reads them): after the half-size phase (step 3500) 97% of
-#: samples drawn at 16x16 (upsampled for the judge) show the digit, 2% of those drawn at 32x32; then at
-#: 32x32 33%, 75%, 87%, 90%, 90% at steps 4000, 4500, 5000, 5500, 6000, style 100% from step 4000 on.
+#: with judge breaks, 3641 s in all). Judge (60 samples, CFG 7, as ``benchmarks/mini_recipes.py``
+#: reads them): after the half-size phase (step 3500) 97% of samples drawn at 16x16 (upsampled for the
+#: judge) show the digit, 2% of those drawn at 32x32; then at 32x32 33%, 75%, 87%, 90%, 90% at steps
+#: 4000, 4500, 5000, 5500, 6000, style 100% from step 4000 on.
 RECIPE = MiniConfig(steps=6000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.0, low_res_steps=3500)
 RECIPE_STOP = RECIPE.steps
 
