@@ -3,6 +3,7 @@
     python benchmarks/illusion_pairs.py --kind anagram --styles photo --n 6      # every ordered pair of digits
     python benchmarks/illusion_pairs.py --kind anagram --styles "crayon drawing" --pairs 2/7,7/2 --n 12
     python benchmarks/illusion_pairs.py --kind hybrid --styles "photo,pencil sketch" --n 6
+    python benchmarks/illusion_pairs.py --kind hybrid --styles "photo,pencil sketch" --pairs 1/7 --sigma 1.5
 
 For each pair of digits (a, b) draws ``--n`` illusions (one seeded batch, CFG 7, the Part A schedule)
 of "a <style 1> of the digit a" and "a <style 2> of the digit b" (``--styles``: one style for both
@@ -10,9 +11,10 @@ prompts, or two) and prints what the judge reads:
 
 * ``anagram`` (1.8): a upright, b rotated by 180 degrees. ``success``: both views right; ``baseline``:
   the same test on plain CFG samples of the first prompt, rotated.
-* ``hybrid`` (1.9): a from far away (low frequencies), b up close (high). ``success``: both views right.
+* ``hybrid`` (1.9): a from far away (low frequencies), b up close (high). ``success``: both views right;
+  ``baseline``: the same test on plain CFG samples of the second prompt.
 
-The last line ranks the pairs (anagrams by success minus baseline). How the profile's pairs were
+The last line ranks the pairs by success minus baseline. How the profile's pairs were
 chosen: screened here on seeds that the reported figures do not use (the default ``--seed 1000``;
 ``python -m diffnb.evaluate`` uses seed 0, the notebooks seed 100), so the figures reported for a
 chosen pair are not the ones it was picked on. Lines starting with ``{`` are JSON.
@@ -54,6 +56,8 @@ def main(argv=None) -> int:
                     "ordered pair")
     ap.add_argument("--n", type=int, default=6, help="illusions per pair")
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--sigma", type=float, default=None, help="hybrid blur std (default: the quick profile's "
+                    "hybrid_sigma)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     if args.n < 1:
@@ -62,10 +66,13 @@ def main(argv=None) -> int:
     if len(styles) not in (1, 2) or any(s not in world.STYLES for s in styles):
         ap.error(f"--styles takes one or two of {', '.join(world.STYLES)}, got {args.styles!r}")
     s1, s2 = styles[0], styles[-1]
+    if args.sigma is not None and not args.sigma > 0:
+        ap.error(f"--sigma must be positive, got {args.sigma}")
 
     pa = setup_part_a("quick", "mini", args.device, args.seed)
     judge = get_world_judge(device="cpu")
     ts = pa.timesteps()
+    sigma = pa.settings["hybrid_sigma"] if args.sigma is None else args.sigma
     rows = []
     started = time.time()
     with torch.no_grad():
@@ -76,15 +83,15 @@ def main(argv=None) -> int:
                 keys = ("success", "upright", "rotated", "baseline")
             else:
                 r = evaluate.hybrid_score(pa.stage1, pa.embed, judge, p1, p2, args.n, ts, pa.scale, args.seed,
-                                          sigma=pa.settings["hybrid_sigma"])
-                keys = ("success", "far", "near")
-            row = dict(kind=args.kind, pair=f"{a}/{b}", styles=[s1, s2], n=args.n, seed=args.seed,
+                                          sigma=sigma)
+                keys = ("success", "far", "near", "baseline")
+            extra = dict(sigma=sigma) if args.kind == "hybrid" else {}
+            row = dict(kind=args.kind, pair=f"{a}/{b}", styles=[s1, s2], n=args.n, seed=args.seed, **extra,
                        **{k: round(r[k], 3) for k in keys})
             rows.append(row)
             print(json.dumps(row), flush=True)
-    rows.sort(key=lambda r: r["success"] - r.get("baseline", 0.0), reverse=True)
-    ranked = [f"{r['pair']} {r['success']:.2f}" + (f" vs {r['baseline']:.2f}" if "baseline" in r else "")
-              for r in rows[:10]]
+    rows.sort(key=lambda r: r["success"] - r["baseline"], reverse=True)
+    ranked = [f"{r['pair']} {r['success']:.2f} vs {r['baseline']:.2f}" for r in rows[:10]]
     print(json.dumps(dict(ranked=ranked, seconds=round(time.time() - started))))
     return 0
 

@@ -10,7 +10,7 @@ name a digit and a style, and lets the judge (``diffnb.world_judge``) read the r
   ``inpaint_score``   1.7.2  kept pixels exact; the masked part completed into the original digit
   ``sdedit_curve``    1.7.3  with "a high quality crayon drawing": read as crayon, digit kept
   ``anagram_score``   1.8    both orientations read as their prompts, against sampling + flipping
-  ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2
+  ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
 
 The notebooks call them with a few samples (their checked cells print the rounded results);
 ``python -m diffnb.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
@@ -202,20 +202,30 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
                 illusions=ill, ok=ok)
 
 
+def score_hybrid(judge, images: torch.Tensor, d_low, d_high) -> dict:
+    """Read hybrids: ``far`` = the share whose far view (``far_view``) reads as ``d_low``, ``near`` = the
+    share whose full image reads as ``d_high``, ``success`` = both, with the per-image ``ok``."""
+    far, _, _, _ = judge.predict(unit(far_view(images)))
+    near, _, _, _ = judge.predict(unit(images))
+    ok = (far == d_low) & (near == d_high)
+    return dict(success=float(ok.float().mean()), far=float((far == d_low).float().mean()),
+                near=float((near == d_high).float().mean()), ok=ok)
+
+
 def hybrid_score(stage1, embed, judge, p_low: str, p_high: str, n: int, timesteps: Sequence[int], scale: float,
                  seed: int, kernel_size: int = 33, sigma: float = 2.0) -> dict:
-    """``n`` hybrids (one seeded batch): ``far`` = the 4x-smaller view read as p_low's digit,
-    ``near`` = the full image read as p_high's, ``success`` = both."""
+    """``n`` hybrids (one seeded batch) read by ``score_hybrid``: ``success`` = far view read as p_low's
+    digit and full image as p_high's. ``baseline``: the same reading of ``n`` plain CFG samples of
+    p_high (same seed), which pass only where a blurred p_high happens to read as p_low's digit."""
     (d_lo, _), (d_hi, _) = world.parse_prompt(p_low), world.parse_prompt(p_high)
     if d_lo is None or d_hi is None:
         raise ValueError(f"hybrid prompts must name digits to be judged, got {p_low!r} and {p_high!r}")
     hyb = guidance.make_hybrids(stage1, embed(p_low), embed(p_high), embed(""), timesteps, scale,
                                 torch.Generator().manual_seed(seed), kernel_size=kernel_size, sigma=sigma, num_images=n)
-    far, _, _, _ = judge.predict(unit(far_view(hyb)))
-    near, _, _, _ = judge.predict(unit(hyb))
-    ok = (far == d_lo) & (near == d_hi)
-    return dict(success=float(ok.float().mean()), far=float((far == d_lo).float().mean()),
-                near=float((near == d_hi).float().mean()), hybrids=hyb, ok=ok)
+    base = ddpm.sample_cfg(stage1, embed(p_high), embed(""), timesteps, scale,
+                           torch.Generator().manual_seed(seed), num_images=n)
+    return dict(score_hybrid(judge, hyb, d_lo, d_hi), baseline=score_hybrid(judge, base, d_lo, d_hi)["success"],
+                hybrids=hyb)
 
 
 # --------------------------------------------------------------------------- command line
@@ -289,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         for lo, hi in pa.settings["prompts"]["hybrid_pairs"]:
             r = hybrid_score(pa.stage1, pa.embed, judge, lo, hi, n, ts, scale, seed,
                              sigma=pa.settings["hybrid_sigma"])
-            report(f"1.9 hybrid {lo!r} / {hi!r}", {k: round(r[k], 3) for k in ("success", "far", "near")})
+            report(f"1.9 hybrid {lo!r} / {hi!r}", {k: round(r[k], 3) for k in ("success", "far", "near", "baseline")})
     print(f"done in {time.time() - started:.0f} s", flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -138,7 +138,9 @@ _MINI_PROMPTS = dict(
     pairs=[("a pencil sketch of the digit 4", "a pencil sketch of the digit 7"),
            ("a photo of the digit 7", "a photo of the digit 2"),
            ("a photo of the digit 3", "a photo of the digit 5")],
-    hybrid_pairs=[("a photo of the digit 1", "a pencil sketch of the digit 7"),
+    # (far, near): screened like the anagram pairs; crayon 0 / pencil 4 stays as the failure to look at
+    hybrid_pairs=[("a photo of the digit 1", "a pencil sketch of the digit 4"),
+                  ("a photo of the digit 1", "a pencil sketch of the digit 7"),
                   ("a crayon drawing of the digit 0", "a pencil sketch of the digit 4")],
 )
 _MINI_IMAGES = dict(

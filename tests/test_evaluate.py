@@ -45,6 +45,25 @@ def test_inpaint_score_checks_every_kept_pixel(judge, renders):
     assert evaluate.score_inpaint(judge, result, x0, mask, digits)["unmasked_exact"] is False
 
 
+class _DetailJudge:
+    """Reads 0 in an image with pixel-scale detail and 1 in a smooth one (what ``predict`` returns)."""
+
+    def predict(self, x):
+        detail = (x[..., 1:] - x[..., :-1]).abs().flatten(1).mean(1)
+        digit = (detail < 0.1).long()
+        return digit, None, torch.zeros_like(digit), None
+
+
+def test_hybrid_score_reads_the_far_view_and_the_full_image():
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2.0 - 1.0
+    images = torch.stack([checker.expand(3, 32, 32), torch.full((3, 32, 32), 0.2)])   # detail, smooth
+    r = evaluate.score_hybrid(_DetailJudge(), images, 1, 0)      # far: smooth (1); near: detail (0)
+    assert r["ok"].tolist() == [True, False]                     # only the checkerboard is both
+    assert (r["far"], r["near"], r["success"]) == (1.0, 0.5, 0.5)
+    swapped = evaluate.score_hybrid(_DetailJudge(), images, 0, 1)
+    assert swapped["success"] == 0 and swapped["far"] == 0 and swapped["near"] == 0.5
+
+
 def test_prompts_without_a_digit_cannot_be_judged():
     with pytest.raises(ValueError, match="must name digits"):
         evaluate.anagram_score(None, None, None, "a photo", "a photo of the digit 3", 2, [990, 0], 7.0, 0)
