@@ -8,7 +8,8 @@ name a digit and a style, and lets the judge (``diffnb.world_judge``) read the r
   ``adherence``       1.5-6  digit and style accuracy of samples, and their diversity, at a given CFG scale
   ``sdedit_curve``    1.7    how much of the input survives per start index (distance, digit kept)
   ``inpaint_score``   1.7.2  kept pixels exact; the masked part completed into the original digit
-  ``sdedit_curve``    1.7.3  with "a high quality crayon drawing": read as crayon, digit kept
+  ``sdedit_curve``    1.7.3  photos and pencil sketches towards "a high quality crayon drawing": read as
+                             crayon, digit kept
   ``anagram_score``   1.8    both orientations read as their prompts, against sampling + flipping
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
 
@@ -284,13 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         mask = rectangle_mask(size, 0, 0, size // 2, size).to(x0)
         r = inpaint_score(pa.stage1, pa.embed, judge, x0, d, s, mask, ts, scale, seed)
         report("1.7.2 inpainting (top half)", dict(unmasked_exact=r["unmasked_exact"], digit_kept=round(r["digit_kept"], 3)))
-    if "1.7.3" in sections:
-        x0, d, _ = world_images(n, seed=EVAL_SEED + seed + 3, styles=0, like=like)
-        rows = sdedit_curve(pa.stage1, pa.embed, judge, x0, d, pa.settings["i_starts"], ts, scale, seed,
-                            pa.settings["prompts"]["crayon"])
-        report("1.7.3 photo -> crayon per start index", [dict(i_start=r["i_start"], crayon=round(r["style"], 3),
-                                                             digit_kept=round(r["digit_kept"], 3),
-                                                             both=round(r["both"], 3)) for r in rows])
+    if "1.7.3" in sections:     # from photos (the style is in the background) and from pencil sketches
+        for k, source in enumerate(("photo", "pencil sketch")):
+            x0, d, _ = world_images(n, seed=EVAL_SEED + seed + 3 + 10 * k, styles=source, like=like)
+            rows = sdedit_curve(pa.stage1, pa.embed, judge, x0, d, pa.settings["i_starts"], ts, scale, seed,
+                                pa.settings["prompts"]["crayon"])
+            report(f"1.7.3 {source} -> crayon per start index",
+                   [dict(i_start=r["i_start"], crayon=round(r["style"], 3), digit_kept=round(r["digit_kept"], 3),
+                         both=round(r["both"], 3)) for r in rows])
     if "1.8" in sections:
         for p1, p2 in pa.settings["prompts"]["pairs"]:
             r = anagram_score(pa.stage1, pa.embed, judge, p1, p2, n, ts, scale, seed)

@@ -73,8 +73,11 @@ def test_prompts_without_a_digit_cannot_be_judged():
 
 def test_the_command_line_writes_the_figures(tmp_path, one_thread):
     out = tmp_path / "figures.json"
-    assert evaluate.main(["--n", "2", "--sections", "1.7.2", "--device", "cpu", "--out", str(out)]) == 0
+    assert evaluate.main(["--n", "2", "--sections", "1.7.2,1.7.3", "--device", "cpu", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
-    (key,) = figures
-    assert key.startswith("1.7.2") and figures[key]["unmasked_exact"] is True
-    assert 0 <= figures[key]["digit_kept"] <= 1
+    inpaint, from_photos, from_sketches = figures
+    assert inpaint.startswith("1.7.2") and figures[inpaint]["unmasked_exact"] is True
+    assert 0 <= figures[inpaint]["digit_kept"] <= 1
+    assert from_photos.startswith("1.7.3 photo") and from_sketches.startswith("1.7.3 pencil sketch")
+    assert [r["i_start"] for r in figures[from_sketches]] == [1, 3, 5, 7, 10, 20]
+    assert all(r["both"] <= min(r["crayon"], r["digit_kept"]) for r in figures[from_sketches])
