@@ -198,18 +198,40 @@ def forward_statistics(x0: torch.Tensor, x_t: torch.Tensor, t: int, stage1) -> d
                 resid_mean=float(resid.mean()), resid_std=float(resid.std()))
 
 
-def estimators_agree(estimator_a, estimator_b, x: torch.Tensor, timesteps: Sequence[int], atol: float = 1e-5) -> bool:
+def estimators_agree(estimator_a, estimator_b, x: torch.Tensor, timesteps: Sequence[int], scale: float):
     """Whether two noise estimators ``(x_t, t) -> (eps, variance)`` give the same answer on ``x`` at every
-    ``t`` of ``timesteps``, to ``atol``.
+    ``t`` of ``timesteps``, within float32's rounding budget (``diffnb.numerics``).
 
     This checks an identity (CFG at gamma = 1 is the plain conditional estimate; a hybrid of one prompt
-    with itself is CFG) one step at a time. A whole sample compared against another drifts by more:
-    the two batch the UNet differently, and the last-bit rounding that leaves grows along the 33 steps
-    (about 1e-4 measured on two CPU cores), so compare whole samples with a looser tolerance.
+    with itself is CFG) one step at a time.  ``scale`` is the guidance scale gamma the estimators use:
+    the two sides batch the UNet differently, and CFG multiplies the rounding that leaves by
+    ``|gamma| + |1 - gamma|``.  Returns a ``numerics.Agreement`` (true when they agree) for the step
+    closest to its bound; ``.bound`` is a step's budget, which ``numerics.sampler_gain`` carries to a
+    whole sample.
     """
+    from diffnb.numerics import agreement, rounding_bound
+
+    timesteps = list(timesteps)
+    if not timesteps:
+        raise ValueError("estimators_agree needs at least one timestep; pass the strided list, e.g. pa.timesteps()")
+    worst = None
     with torch.no_grad():
         for t in timesteps:
             (eps_a, var_a), (eps_b, var_b) = estimator_a(x, t), estimator_b(x, t)
-            if not (torch.allclose(eps_a, eps_b, atol=atol) and torch.allclose(var_a, var_b, atol=atol)):
-                return False
-    return True
+            size = lambda u, v: float(torch.maximum(u.abs().max(), v.abs().max()))   # noqa: E731
+            for found in (agreement(eps_a, eps_b, rounding_bound(scale, size(eps_a, eps_b))),
+                          agreement(var_a, var_b, rounding_bound(1.0, size(var_a, var_b)))):  # the variance is one branch's, unguided
+                if worst is None or found.ratio > worst.ratio:
+                    worst = found
+    return worst
+
+
+def sample_budget(stage1, estimator, x: torch.Tensor, timesteps: Sequence[int], scale: float) -> float:
+    """Float32 budget for comparing two whole samples of an identity (``estimators_agree`` is the one-step
+    check): ``numerics.rounding_bound`` at the largest |eps| ``estimator`` gives on ``x`` along
+    ``timesteps``, carried through the sampler by ``numerics.sampler_gain``."""
+    from diffnb.numerics import rounding_bound, sampler_gain
+
+    with torch.no_grad():
+        size = max(float(estimator(x, t)[0].abs().max()) for t in timesteps)
+    return rounding_bound(scale, size, sampler_gain(stage1, timesteps))
