@@ -483,7 +483,7 @@ def make_synthetic_mnist(root: Path | str | None = None, seed: int = 0, n_train:
             raise TypeError(f"{name} must be an int, got {value!r}")
     if n_train <= 0 or n_test <= 0:
         raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
-    root = Path(root) if root is not None else default_synthetic_root(seed)
+    root = _check_root(root) if root is not None else default_synthetic_root(seed)
     raw = root / "MNIST" / "raw"
     manifest = _manifest(int(seed), int(n_train), int(n_test))
     files = [raw / name for pair in _IDX_NAMES.values() for name in pair]
@@ -568,20 +568,42 @@ def load_digits(source: str = "synthetic", train: bool = True, root: Path | str 
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {seed!r}")
     dev = get_device(device)
+    if root is not None:
+        root = _check_root(root)
     if source == "mnist":
-        root = Path(root) if root is not None else build_dir() / "data" / "mnist"
+        root = root if root is not None else build_dir() / "data" / "mnist"
         dataset = _download_mnist(root, train)
     else:
-        root = Path(root) if root is not None else default_synthetic_root(int(seed))
+        root = root if root is not None else default_synthetic_root(int(seed))
         if not _synthetic_ready(root, int(seed)):
             make_synthetic_mnist(root, int(seed))
         from torchvision.datasets import MNIST  # imported late: torchvision is slow to import
-        dataset = MNIST(root, train=train, download=False)
+        try:
+            dataset = MNIST(root, train=train, download=False)
+        except Exception as err:              # a truncated or edited IDX file
+            raw = root / "MNIST" / "raw"
+            raise RuntimeError(f"the synthetic digits in {raw} are damaged ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0][:200] if str(err) else ''}); delete the folder "
+                               f"{root} and they are rendered again") from err
     data, targets = dataset.data[:limit], dataset.targets[:limit]
     images = data.unsqueeze(1).to(torch.float32).div_(255.0)
     return DigitData(images=images.to(dev), labels=targets.to(torch.int64).to(dev),
                      source=source, root=Path(root), train=train,
                      seed=int(seed) if source == "synthetic" else None)
+
+
+def _check_root(root) -> Path:
+    """``root`` as a Path: a folder, or a path where one can be made (no file in the way)."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a folder path (str or Path) or None, got {root!r}")
+    root = Path(root)
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"root must be a folder, but {p} is a file; pass another root (or None for "
+                                 "the default under build/data)")
+            break
+    return root
 
 
 def _download_mnist(root: Path, train: bool):

@@ -30,13 +30,20 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but this machine has no CUDA GPU; "
                          "use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} was asked for but this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; use one of those or 'auto'")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} was asked for but Apple's mps backend is not available here; "
+                         "use device='auto' or 'cpu'")
     return dev
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch's global RNGs and return a CPU generator with that seed."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. seed_everything(0)")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -45,4 +52,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator on ``device`` seeded with ``seed`` (random draws happen on the device)."""
-    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. make_generator(0)")
+    return torch.Generator(device=get_device(device)).manual_seed(int(seed))

@@ -6,8 +6,15 @@ Conventions (stated once):
   * samplers integrate ``dx/dt = u(x, t)`` with Euler from t=0 to t=1 in ``num_ts`` equal steps;
   * every random draw uses a ``torch.Generator`` on the model's device: pass one for
     training, or a ``seed`` for sampling.
+
+Checks: the public functions check their scalar settings (sigma, p_uncond, the guidance scale, seeds,
+step counts) in Python, once per call, and name the argument; ``diffnb.train`` checks the same
+settings once in ``TrainConfig`` and calls the unchecked cores (``_denoiser_loss`` ...) per step.
 """
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 import torch.nn as nn
@@ -16,9 +23,16 @@ import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------- denoising (1.2)
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = x + sigma * eps,  eps ~ N(0, I)   (section 1.2).  ``x: (N, C, H, W)``."""
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    """z = x + sigma * eps,  eps ~ N(0, I)   (section 1.2).  ``x: (N, C, H, W)``, ``sigma`` a finite
+    number >= 0 (0 returns ``x``)."""
+    check_number("sigma", sigma, low=0.0, fix="pass a noise level such as 0.5")
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        what = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x must be a float image tensor, got {what}; pass x.float() (uint8 pixels: x.float() / 255)")
+    return _add_noise(x, sigma, generator)
+
+
+def _add_noise(x, sigma, generator):
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + sigma * eps
 
@@ -26,7 +40,13 @@ def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None =
 def denoiser_loss(unet: nn.Module, x: torch.Tensor, sigma: float = 0.5,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE between ``unet(x + sigma eps)`` and the clean ``x``  (section 1.2.1)."""
-    z = add_noise(x, sigma, generator)
+    check_number("sigma", sigma, low=0.0, fix="pass a noise level such as 0.5")
+    _check_images(x, "x")
+    return _denoiser_loss(unet, x, sigma, generator)
+
+
+def _denoiser_loss(unet, x, sigma, generator):
+    z = _add_noise(x, sigma, generator)
     return F.mse_loss(unet(z), x)
 
 
@@ -34,6 +54,11 @@ def pure_noise_loss(unet: nn.Module, x: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """MSE between ``unet(eps)`` and a clean digit: the input carries no information about the
     target, so the best the network can do is the mean of the data  (section 1.2.3)."""
+    _check_images(x, "x")
+    return _pure_noise_loss(unet, x, generator)
+
+
+def _pure_noise_loss(unet, x, generator):
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return F.mse_loss(unet(eps), x)
 
@@ -59,6 +84,10 @@ def time_fm_forward(unet: nn.Module, x_1: torch.Tensor,
     loss = || u_theta(x_t, t) - (x_1 - x_0) ||^2   (section 2.2, Algorithm 1).
     """
     _check_images(x_1, "x_1")
+    return _time_fm_forward(unet, x_1, generator)
+
+
+def _time_fm_forward(unet, x_1, generator):
     x_0, t = _fm_draws(x_1, generator)
     x_t = fm_interpolate(x_0, x_1, t)
     return F.mse_loss(unet(x_t, t), x_1 - x_0)
@@ -72,8 +101,12 @@ def class_fm_forward(unet: nn.Module, x_1: torch.Tensor, c: torch.Tensor, p_unco
     probability ``p_uncond``, so one network learns both u(x, t | c) and u(x, t).
     """
     _check_images(x_1, "x_1")
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond is a probability in [0, 1], got {p_uncond}")
+    check_number("p_uncond", p_uncond, low=0.0, high=1.0,
+                 fix="it is the probability of dropping the class, e.g. 0.1")
+    return _class_fm_forward(unet, x_1, c, p_uncond, generator)
+
+
+def _class_fm_forward(unet, x_1, c, p_uncond, generator):
     x_0, t = _fm_draws(x_1, generator)
     mask = (torch.rand(x_1.shape[0], generator=generator, device=x_1.device) >= p_uncond).to(x_1.dtype)
     x_t = fm_interpolate(x_0, x_1, t)
@@ -86,8 +119,7 @@ def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int) -> torch.Tensor:
     x_{i+1} = x_i + (1/T) * velocity(x_i, i/T)   (Algorithm 2).  ``velocity`` takes
     ``(x: (N, ...), t: (N,))``.
     """
-    if not isinstance(num_ts, int) or num_ts < 1:
-        raise ValueError(f"num_ts must be a positive integer number of Euler steps, got {num_ts!r}")
+    _check_num_ts(num_ts)
     x = x_0
     dt = 1.0 / num_ts
     for i in range(num_ts):
@@ -97,7 +129,10 @@ def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int) -> torch.Tensor:
 
 
 def cfg_velocity(u_cond: torch.Tensor, u_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: u = u_uncond + gamma (u_cond - u_uncond)."""
+    """Classifier-free guidance: u = u_uncond + gamma (u_cond - u_uncond).
+
+    gamma = 1 is conditional sampling, 0 unconditional, > 1 guided; a negative gamma is legal (it
+    steers away from the class).  Unchecked: ``class_fm_sample`` checks gamma once per call."""
     return u_uncond + guidance_scale * (u_cond - u_uncond)
 
 
@@ -105,6 +140,7 @@ def cfg_velocity(u_cond: torch.Tensor, u_uncond: torch.Tensor, guidance_scale: f
 def time_fm_sample(unet: nn.Module, img_wh: tuple[int, int] = (28, 28), num_ts: int = 50,
                    seed: int = 0, num_samples: int = 40, channels: int | None = None) -> torch.Tensor:
     """Sample ``num_samples`` images from a time-conditioned flow: (num_samples, C, H, W)."""
+    _check_num_ts(num_ts)
     x_0 = _initial_noise(unet, img_wh, num_samples, seed, channels)
     was_training = unet.training
     unet.eval()
@@ -122,9 +158,21 @@ def class_fm_sample(unet: nn.Module, c: torch.Tensor, img_wh: tuple[int, int] = 
 
     The conditional (mask = 1) and unconditional (mask = 0) velocities come from ONE batched
     forward pass of 2N images, then u = u_uncond + gamma (u_cond - u_uncond).
+
+    ``guidance_scale`` (gamma) is any finite number: 1 is plain conditional sampling, 0 ignores the
+    class, > 1 strengthens it (5 in the write-up).  A negative gamma is legal and unusual: it steers
+    the samples away from the asked-for digit.  NaN, inf, ``None`` or a string are refused.
     """
+    check_number("guidance_scale", guidance_scale,
+                 fix="pass a number such as 5.0 (1.0 turns guidance off; negative values are allowed)")
+    _check_num_ts(num_ts)
     device = _model_device(unet)
+    if isinstance(c, str) or c is None:
+        raise TypeError(f"c must be a tensor or list of integer class labels, one per sample, got {c!r}; "
+                        "pass e.g. torch.arange(10)")
     c = torch.as_tensor(c, device=device).reshape(-1)
+    if c.dtype.is_floating_point or c.dtype == torch.bool:
+        raise TypeError(f"c (class labels) must be integers, got dtype {c.dtype}; pass c.long()")
     num_classes = getattr(unet, "num_classes", None)
     if num_classes is not None and c.numel() and (int(c.min()) < 0 or int(c.max()) >= num_classes):
         raise ValueError(f"class labels must lie in [0, {num_classes - 1}]; got {c.tolist()}")
@@ -155,10 +203,15 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _initial_noise(unet, img_wh, n: int, seed: int, channels: int | None) -> torch.Tensor:
-    if not (isinstance(img_wh, (tuple, list)) and len(img_wh) == 2 and all(int(v) > 0 for v in img_wh)):
+    if not (isinstance(img_wh, (tuple, list)) and len(img_wh) == 2
+            and all(_is_int(v) and v > 0 for v in img_wh)):
         raise ValueError(f"img_wh must be (width, height), e.g. (28, 28); got {img_wh!r}")
-    if not isinstance(n, int) or n < 1:
+    if not _is_int(n) or n < 1:
         raise ValueError(f"number of samples must be a positive integer, got {n!r}")
+    if not _is_int(seed):
+        raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. seed=0")
+    if channels is not None and (not _is_int(channels) or channels < 1):
+        raise ValueError(f"channels must be a positive integer or None (the model's), got {channels!r}")
     w, h = int(img_wh[0]), int(img_wh[1])
     channels = channels or getattr(unet, "in_channels", 1)
     device = _model_device(unet)
@@ -170,3 +223,34 @@ def _check_images(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be an image batch (N, C, H, W); got {shape}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} has dtype {x.dtype} (raw pixel values 0-255?); the objectives take float "
+                        f"images in [0, 1]: pass {name}.float() / 255")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_num_ts(num_ts) -> None:
+    if not _is_int(num_ts) or num_ts < 1:
+        raise ValueError(f"num_ts must be a positive integer number of Euler steps, got {num_ts!r}; "
+                         "pass e.g. num_ts=50")
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None,
+                 fix: str = "") -> float:
+    """``value`` as a float if it is a finite real number in [low, high]; else a ``TypeError`` (not a
+    number) or ``ValueError`` (NaN, inf, out of range) that names ``name`` and ends with ``fix``."""
+    tail = f"; {fix}" if fix else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        got = f"the string {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+        raise TypeError(f"{name} must be a number, got {got}{tail}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}{tail}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
+                else f">= {low:g}" if low is not None else f"<= {high:g}")
+        raise ValueError(f"{name} must be {span}, got {value:g}{tail}")
+    return value

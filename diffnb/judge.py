@@ -48,6 +48,15 @@ class Judge:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted digit and its probability for images (N, 1, 28, 28) in [0, 1] (clamped)."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"images must be digits (N, 1, 28, 28), got {got}")
+        if not images.dtype.is_floating_point:
+            raise TypeError(f"images have dtype {images.dtype} (raw pixel values 0-255?); the judge reads float "
+                            "images in [0, 1]: pass images.float() / 255")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"images hold {int((~torch.isfinite(images)).sum())} NaN or inf pixel values, which "
+                             "the judge cannot read; check the model that made them (its weights or sampler)")
         dev = next(self.model.parameters()).device
         probs = F.softmax(self.model(images.to(dev).float().clamp(0, 1)), dim=1)
         conf, pred = probs.max(dim=1)
@@ -70,13 +79,24 @@ class Judge:
 def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limit: int = 20000,
               seed: int = 0, progress: bool = False) -> Judge:
     """The judge for ``data`` ("mnist" or "synthetic"), trained on first use and cached on disk."""
-    from .data import load_digits
+    from .data import SOURCES, load_digits
+    from .devices import get_device
 
+    if data not in SOURCES:
+        raise ValueError(f"data must be one of {list(SOURCES)}, got {data!r}")
+    for name, value in (("epochs", epochs), ("train_limit", train_limit), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1):
+            raise ValueError(f"{name} must be {'an int' if name == 'seed' else 'a positive int'}, got {value!r}")
+    device = get_device(device)
     path = build_dir() / "judge" / f"{data}-v2-e{epochs}-n{train_limit}-s{seed}.safetensors"
     model = DigitClassifier()
     test = load_digits(data, train=False)
     if path.exists():
-        model.load_state_dict(load_file(str(path)))
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except Exception as err:
+            raise RuntimeError(f"the cached judge {path} is damaged ({type(err).__name__}); delete that file "
+                               "and it is trained again on next use") from err
     else:
         train_set = load_digits(data, train=True, limit=train_limit)
         _fit(model, train_set.images, train_set.labels, epochs, seed, progress)

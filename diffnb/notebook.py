@@ -13,12 +13,15 @@ from .devices import get_device
 
 
 def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device, str]:
-    """Check the parameters cell, resolve ``auto`` values and print what this run uses."""
+    """Check the parameters cell, resolve ``auto`` values and print what this run uses.
+
+    Every argument is checked (``diffnb.profiles.check_parameter``) before anything is loaded or
+    printed; Part B's ``seed`` is an int (no ``None``)."""
     profiles.check_profile(profile)
-    dev = get_device(device)
+    profiles.check_parameter("seed", seed, allow_none=False)
+    profiles.check_parameter("device", device)
     source = profiles.resolve_data(data, profile)
-    if not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    dev = get_device(device)
     torch.manual_seed(seed)
     # fetch or render the digits now, so later cells (some of them checked by nbval) print no progress
     train_set = load_digits(source, train=True)
@@ -30,6 +33,9 @@ def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device
 
 def test_digits(source: str, n: int, first_index: int = 0) -> DigitData:
     """The first ``n`` test digits of ``source`` (fixed, so every run shows the same ones)."""
+    for name, value, low in (("n", n, 1), ("first_index", first_index, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     test = load_digits(source, train=False)
     sl = slice(first_index, first_index + n)
     return DigitData(test.images[sl], test.labels[sl], test.source, test.root)

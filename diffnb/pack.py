@@ -8,6 +8,11 @@
 Executed notebooks go to ``build/pack/notebooks``, HTML pages to ``build/pack/html`` and the
 index to ``build/pack/index.html``.  ``--commit`` writes the executed notebooks back into
 ``notebooks/`` with a hash of their sources, which the tests use to spot stale outputs.
+
+Parameters are checked before anything runs: a value of the wrong kind (``-p pairs 3``,
+``-p guidance_scale seven``) stops the pack with the parameter's name (``diffnb.profiles``), and a
+notebook given a parameter it does not have (``-p num_hidden 8``) is not run: its row fails, naming
+the parameters it has, and the pack exits non-zero.
 """
 from __future__ import annotations
 
@@ -52,6 +57,41 @@ def parameters_cell(nb: dict) -> dict:
     if len(cells) != 1:
         raise ValueError(f"a notebook needs exactly one cell tagged 'parameters', found {len(cells)}")
     return cells[0]
+
+
+def parameter_names(nb: dict) -> list[str]:
+    """The names the parameters cell assigns, in order (what papermill may override)."""
+    src = "".join(parameters_cell(nb)["source"])
+    names = []
+    for node in ast.parse(src).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters_exist(nb: dict, params: dict, name: str = "this notebook",
+                           elsewhere: dict[str, list[str]] | None = None) -> None:
+    """Raise ``ValueError`` if ``params`` holds a name the notebook's parameters cell does not have,
+    naming the parameters it has (papermill itself only warns, and runs with the defaults).
+    ``elsewhere``: parameter -> other notebooks that have it, for the hint."""
+    have = parameter_names(nb)
+    unknown = [p for p in params if p not in have]
+    if not unknown:
+        return
+    hints = []
+    for p in unknown:
+        others = (elsewhere or {}).get(p, [])
+        hints.append(f"{p!r} is a parameter of {', '.join(others)} (select those with --only)" if others
+                     else f"{p!r} is a parameter of no notebook here (a misspelling?)")
+    raise ValueError(f"{name} has no parameter {', '.join(repr(p) for p in unknown)}; its parameters are "
+                     f"{have}; {'; '.join(hints)}")
+
+
+def _names_or_none(path: Path) -> list[str] | None:
+    try:
+        return parameter_names(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, SyntaxError):
+        return None
 
 
 def parameter_values(nb: dict) -> dict:
@@ -136,8 +176,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the executed notebooks back into notebooks/ (quick profile only)")
     ap.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     args = ap.parse_args(argv)
+    if args.timeout is not None and args.timeout < 1:
+        ap.error(f"--timeout must be a positive number of seconds per cell, got {args.timeout}")
 
     params = _parse_params(args.parameter)
+    from .profiles import check_notebook_parameters
+    try:
+        check_notebook_parameters(params)             # the kind of each value, before anything runs
+    except (TypeError, ValueError) as err:
+        ap.error(f"-p {err}")
     os.environ.setdefault("DIFFNB_PROGRESS", "text")     # stored notebooks keep a readable bar
     if args.commit and params:
         ap.error("--commit stores the quick-profile outputs; run it without -p overrides")
@@ -148,11 +195,23 @@ def main(argv: list[str] | None = None) -> int:
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     (out / "html").mkdir(parents=True, exist_ok=True)
 
+    names = {src.name: _names_or_none(src) for src in books} if params else {}
+    elsewhere = {p: [b for b, have in names.items() if have and p in have] for p in params}
     rows, failed = [], 0
     for i, src in enumerate(books, 1):
         dest = out / "notebooks" / src.name
         print(f"[{i}/{len(books)}] {src.name} ...", flush=True)
         row = {"name": src.stem, "title": _title(src), "seconds": 0.0, "ok": True, "error": ""}
+        try:
+            if params:
+                check_parameters_exist(json.loads(src.read_text(encoding="utf-8")), params, src.name, elsewhere)
+        except ValueError as err:                 # not run at all: papermill would only warn
+            row.update(ok=False, error=f"ValueError: {err}")
+            failed += 1
+            print(f"      FAILED before running ({err})", flush=True)
+            rows.append(row)
+            write_index(rows, out / "index.html", params)
+            continue
         try:
             row["seconds"] = run_notebook(src, dest, params, args.timeout)
             to_html(dest, out / "html" / f"{src.stem}.html")

@@ -3,14 +3,175 @@
 A notebook's ``parameters`` cell names a profile and may override single settings; ``None``
 means "the profile's value".  Two notebooks that resolve the same settings find the same
 checkpoint folder, so a sampling notebook reads what its training notebook wrote.
+
+Every parameter a notebook's ``parameters`` cell has (Part A's and Part B's) is listed in
+``NOTEBOOK_PARAMETERS`` with the kind of value it takes; ``check_parameter`` /
+``check_notebook_parameters`` refuse a value of the wrong kind (papermill's ``-p pairs 3``, a string
+where a list is expected, ``guidance_scale="seven"``, NaN) with the parameter's name, before anything
+is printed or loaded.  ``part_a_settings``, ``part_b_config``, ``part_b_sampling``,
+``diffnb.notebook.setup`` and ``python -m diffnb.pack`` run these checks.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from dataclasses import dataclass
 
 from .train import TrainConfig
 
 PROFILES = ("quick", "seed")
+_MODELS = ("deepfloyd", "mini", "tiny")      # the keys of MODEL_INPUTS (below)
+
+
+# ------------------------------------------------------------------------- parameter checks
+# What each notebook parameter takes.  ``None`` is accepted where a notebook's default is None
+# ("the profile's value").  A wrong type is a TypeError, a wrong value (NaN, out of range, not a
+# choice) a ValueError; both name the parameter, what it got, what it takes and an example.
+
+def _describe(value) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_path(v) -> bool:
+    return isinstance(v, (str, os.PathLike)) and str(v) != ""
+
+
+def _is_pair(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(p, str) and p for p in v)
+
+
+class _Spec:
+    """One parameter: ``kind`` (is the type right?), ``valid`` (is the value right?), for messages
+    ``expects`` and ``example``; ``optional``: None is accepted (the profile's value)."""
+
+    def __init__(self, expects, kind, valid=None, example="", optional=True):
+        self.expects, self.kind, self.valid, self.example, self.optional = expects, kind, valid, example, optional
+
+    def check(self, name, value, allow_none=True):
+        if value is None and self.optional and allow_none:
+            return
+        none = " (or None: the profile's value)" if self.optional and allow_none else ""
+        fix = f"; pass e.g. {name}={self.example}{none}"
+        if value is None or not self.kind(value):
+            raise TypeError(f"{name} must be {self.expects}, got {_describe(value)}{fix}")
+        if self.valid is not None and not self.valid(value):
+            if isinstance(value, numbers.Real) and not math.isfinite(value):
+                finite = "" if "finite" in self.expects else " and finite"
+                raise ValueError(f"{name} must be {self.expects}{finite}, got {value}{fix}")
+            raise ValueError(f"{name} must be {self.expects}, got {value!r}{fix}")
+
+
+def _number(expects, valid=lambda v: True, example="1.0", optional=True):
+    return _Spec(expects, lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+                 lambda v: math.isfinite(v) and valid(v), example, optional)
+
+
+def _int(expects, valid=lambda v: v >= 1, example="1", optional=True):
+    return _Spec(expects, _is_int, valid, example, optional)
+
+
+def _list(expects, item, example, valid_item=None, optional=True):
+    return _Spec(expects, lambda v: isinstance(v, (list, tuple)) and all(item(x) for x in v),
+                 lambda v: len(v) > 0 and (valid_item is None or all(valid_item(x) for x in v)), example, optional)
+
+
+def _choice(choices, optional=False, example=None):
+    return _Spec(f"one of {list(choices)}", lambda v: isinstance(v, str), lambda v: v in choices,
+                 repr(example or choices[0]), optional)
+
+
+def _text(expects, example, optional=True):
+    return _Spec(expects, lambda v: isinstance(v, str), lambda v: v != "", example, optional)
+
+
+NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
+    # both parts
+    "profile": _choice(PROFILES),
+    "device": _Spec("a device name such as 'auto', 'cpu', 'cuda' or 'cuda:1'",
+                    lambda v: isinstance(v, str) or type(v).__name__ == "device", None, "'cpu'", optional=False),
+    "seed": _int("an int", lambda v: True, "0"),
+    "guidance_scale": _number("a finite number (1.0: no guidance; negative values are legal)", example="7.0"),
+    # Part A
+    "model": _choice(_MODELS, optional=True, example="tiny"),
+    "prompts": _list("a non-empty list of prompt strings", lambda p: isinstance(p, str),
+                     '["a photo of the digit 7", "a rocket ship"]'),
+    "prompt": _text("a prompt string", '"a high quality picture"'),
+    "crayon_prompt": _text("a prompt string", '"a high quality crayon drawing"'),
+    "pairs": _list("a non-empty list of (prompt, prompt) pairs", _is_pair,
+                   '[("a photo of the digit 3", "a photo of the digit 5")]'),
+    "image_path": _Spec("an image file path (str)", _is_path, None, '"data/images/rocket.jpg"'),
+    "web_path": _Spec("an image file path (str)", _is_path, None, '"data/images/coffee.jpg"'),
+    "image_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/rocket.jpg"]'),
+    "sketch_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/sketch_cube.png"]'),
+    "mask_paths": _list("a non-empty list of mask file paths", _is_path, '["data/masks/rocket_top.png"]'),
+    "noise_levels": _list("a non-empty list of timesteps, ints in [0, 999]", _is_int, "[250, 500, 750]",
+                          lambda t: 0 <= t <= 999, optional=False),
+    "i_start": _int("an index into the strided timesteps, an int >= 0", lambda v: v >= 0, "10", optional=False),
+    "i_starts": _list("a non-empty list of indices into the strided timesteps, ints >= 0", _is_int,
+                      "[1, 3, 5, 7, 10, 20]", lambda i: i >= 0),
+    "kernel_size": _int("a positive odd int", lambda v: v >= 1 and v % 2 == 1, "5", optional=False),
+    "blur_sigma": _number("a positive number (the blur's std in pixels)", lambda v: v > 0, "2.0", optional=False),
+    "num_samples": _int("a positive int", example="5", optional=False),
+    "num_eval": _int("an int >= 0", lambda v: v >= 0, "8", optional=False),
+    # Part B
+    "data": _choice(("auto", "mnist", "synthetic")),
+    "num_hiddens": _int("a positive int", example="64"),
+    "batch_size": _int("a positive int", example="64"),
+    "lr": _number("a positive number", lambda v: v > 0, "1e-3"),
+    "epochs": _int("a positive int", example="10"),
+    "train_limit": _int("a positive int", example="2048"),
+    "num_ts": _int("a positive int (Euler steps)", example="50"),
+}
+
+# part_a_settings' own settings (beside the notebook parameters of the same name)
+_PART_A_SETTINGS: dict[str, _Spec] = {
+    "stride": _int("a positive int (the spacing of the strided timesteps)", example="30"),
+    "hybrid_sigma": _number("a positive number (the hybrids' blur std)", lambda v: v > 0, "2.0"),
+}
+
+
+def check_parameter(name: str, value, allow_none: bool = True, settings: bool = False) -> None:
+    """Refuse ``value`` for the notebook parameter ``name`` unless it is of the kind the parameter
+    takes (``NOTEBOOK_PARAMETERS``); ``None`` passes where it means "the profile's value".  Unknown
+    names pass (the caller decides about those)."""
+    spec = (_PART_A_SETTINGS.get(name) if settings else None) or NOTEBOOK_PARAMETERS.get(name)
+    if spec is not None:
+        spec.check(name, value, allow_none)
+
+
+def check_notebook_parameters(params: dict) -> None:
+    """``check_parameter`` for each ``name: value`` of ``params`` (e.g. papermill's ``-p`` values)."""
+    for name, value in params.items():
+        check_parameter(name, value)
+
+
+def _check_inputs_dict(name: str, value, profile_value: dict) -> None:
+    """A ``prompts`` or ``images`` override of ``part_a_settings``: a dict of some of the profile's
+    keys, each a string or a list of the same kind as the profile's."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} (a Part A setting) must be a dict like the profile's, with keys "
+                        f"{sorted(profile_value)}, got {_describe(value)}")
+    unknown = set(value) - set(profile_value)
+    if unknown:
+        raise ValueError(f"unknown {name} key(s) {sorted(unknown)}; known: {sorted(profile_value)}")
+    for key, v in value.items():
+        want = profile_value[key]
+        ok = (isinstance(v, str) and v) if isinstance(want, str) else (
+            isinstance(v, (list, tuple)) and len(v) > 0
+            and all(_is_pair(x) if isinstance(want[0], (list, tuple)) else isinstance(x, str) for x in v))
+        if not ok:
+            raise TypeError(f"{name}[{key!r}] must be {'a string' if isinstance(want, str) else 'a non-empty list like'} "
+                            f"{want!r}, got {_describe(v)}")
+
 
 # ------------------------------------------------------------------------------------ Part B
 # The write-up (Part B): denoisers D=128, batch 256, Adam 1e-4, 5 epochs; flow matching D=64,
@@ -46,8 +207,12 @@ PART_B_RUNS = {
 @dataclass(frozen=True)
 class SampleSettings:
     num_ts: int            # Euler steps from t=0 to t=1
-    guidance_scale: float  # CFG gamma for class-conditional sampling
+    guidance_scale: float  # CFG gamma for class-conditional sampling (any finite number; < 0 is legal)
     seed: int              # sampling seed
+
+    def __post_init__(self):
+        for name in ("num_ts", "guidance_scale", "seed"):
+            check_parameter(name, getattr(self, name), allow_none=False)
 
 
 PART_B_SAMPLING = {
@@ -60,6 +225,8 @@ DATA_BY_PROFILE = {"seed": "mnist", "quick": "synthetic"}
 
 
 def check_profile(profile: str) -> str:
+    if not isinstance(profile, str):
+        raise TypeError(f"profile must be a string, 'quick' or 'seed', got {profile!r}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of {list(PROFILES)} "
                          "(quick: CPU in minutes, offline; seed: the write-up's settings)")
@@ -70,6 +237,7 @@ def resolve_data(data: str, profile: str) -> str:
     """``auto`` -> the profile's data: real MNIST for ``seed``, diffnb's rendered digits for
     ``quick`` (offline and reproducible, what the committed outputs and CI use)."""
     check_profile(profile)
+    check_parameter("data", data)
     if data == "auto":
         return DATA_BY_PROFILE[profile]
     if data not in ("mnist", "synthetic"):
@@ -83,9 +251,12 @@ def part_b_config(run: str, profile: str = "quick", data: str = "auto", **overri
     >>> part_b_config("class_fm", "seed").lr
     0.01
     """
-    if run not in PART_B_RUNS:
+    if not isinstance(run, str) or run not in PART_B_RUNS:
         raise ValueError(f"unknown Part B run {run!r}; choose one of {sorted(PART_B_RUNS)}")
     check_profile(profile)
+    for name, value in overrides.items():                 # the notebook parameters, by name
+        if name in NOTEBOOK_PARAMETERS:
+            check_parameter(name, value)
     objective, extra, notebook, by_profile = PART_B_RUNS[run]
     settings = {**by_profile[profile], **extra}
     if run == "class_fm_constant_lr" and profile == "quick":
@@ -100,8 +271,17 @@ def part_b_config(run: str, profile: str = "quick", data: str = "auto", **overri
 
 
 def part_b_sampling(profile: str = "quick", **overrides) -> SampleSettings:
+    """The sampling settings of ``profile``; ``None`` overrides keep the profile's value.
+
+    ``guidance_scale`` is any finite number (1: no guidance, 5: the write-up; a negative value is
+    legal and steers away from the class)."""
     check_profile(profile)
     base = PART_B_SAMPLING[profile].__dict__.copy()
+    unknown = set(overrides) - set(base)
+    if unknown:
+        raise ValueError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(base)}")
+    for name, value in overrides.items():
+        check_parameter(name, value)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return SampleSettings(**base)
 
@@ -167,7 +347,7 @@ def part_a_settings(profile: str = "quick", **overrides) -> dict:
     >>> part_a_settings("seed")["model"]
     'deepfloyd'
     """
-    if profile not in PART_A:
+    if not isinstance(profile, str) or profile not in PART_A:
         raise ValueError(f"unknown profile {profile!r}; use one of {list(PART_A)} "
                          "(quick: the offline mini model on a CPU; seed: the write-up's DeepFloyd IF run, GPU)")
     import copy
@@ -175,11 +355,26 @@ def part_a_settings(profile: str = "quick", **overrides) -> dict:
     unknown = set(overrides) - set(settings)
     if unknown:
         raise ValueError(f"unknown Part A setting(s) {sorted(unknown)}; known: {sorted(settings)}")
+    for name, value in overrides.items():                  # every override checked before any is used
+        if name in ("prompts", "images"):
+            _check_inputs_dict(name, value, settings[name])
+        else:
+            check_parameter(name, value, settings=True)
     model = overrides.get("model")
     if model is not None and model != settings["model"]:
         if model not in MODEL_INPUTS:
             raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODEL_INPUTS)}")
         prompts, images = MODEL_INPUTS[model]          # prompts the model knows, inputs of its kind
         settings["prompts"], settings["images"] = copy.deepcopy(prompts), copy.deepcopy(images)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name in ("prompts", "images"):                  # a partial dict: the profile's other keys stay
+            settings[name].update(copy.deepcopy(value))
+        else:
+            settings[name] = value
     return settings
+
+
+assert set(MODEL_INPUTS) == set(_MODELS)
+

@@ -14,12 +14,18 @@
   * On a CUDA GPU the optimisation step (loss, backward, Adam) is recorded once as a CUDA graph
     and replayed: these UNets are small, so launching their hundreds of kernels one by one from
     Python, not the GPU's arithmetic, is what bounds an eager step.
+  * Inputs are checked once, at the edge: ``TrainConfig`` checks every setting when it is made,
+    ``train`` checks the images (float32, finite, in [0, 1]), the labels and ``run_dir`` before a
+    folder is made or data is loaded, and the epoch's losses once per epoch (a non-finite loss stops
+    the run before that epoch's checkpoint).  Nothing is checked inside a step.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,20 +46,21 @@ from .unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 MODELS = {"unconditional": UnconditionalUNet, "time": TimeConditionalUNet, "class": ClassConditionalUNet}
 
 
+# the unchecked cores: TrainConfig and train have checked every setting and the data once
 def _loss_denoise(model, x, y, g, cfg):
-    return flow.denoiser_loss(model, x, cfg.sigma, g)
+    return flow._denoiser_loss(model, x, cfg.sigma, g)
 
 
 def _loss_pure_noise(model, x, y, g, cfg):
-    return flow.pure_noise_loss(model, x, g)
+    return flow._pure_noise_loss(model, x, g)
 
 
 def _loss_time_fm(model, x, y, g, cfg):
-    return flow.time_fm_forward(model, x, g)
+    return flow._time_fm_forward(model, x, g)
 
 
 def _loss_class_fm(model, x, y, g, cfg):
-    return flow.class_fm_forward(model, x, y, cfg.p_uncond, g)
+    return flow._class_fm_forward(model, x, y, cfg.p_uncond, g)
 
 
 # objective -> (loss, model kind it needs)
@@ -84,14 +91,36 @@ class TrainConfig:
     notebook: str = field(default="", compare=False)  # the notebook that trains it (for messages)
 
     def __post_init__(self):
+        """Every setting checked here, once, with its name: a bad config fails where it is made."""
+        for name in ("name", "notebook"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not self.name or any(ch in self.name for ch in "/\\\0") or self.name in (".", ".."):
+            raise ValueError(f"name must be a non-empty run name usable in a folder name (no slashes), "
+                             f"got {self.name!r}; e.g. name='class_fm'")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {sorted(OBJECTIVES)}")
-        for name in ("num_hiddens", "batch_size", "epochs"):
+        for name in ("num_hiddens", "batch_size", "epochs", "seed") + (("train_limit",) if self.train_limit is not None else ()):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                kind = "an int" if name == "seed" else "a positive integer"
+                raise TypeError(f"{name} must be {kind}, got {v!r} ({type(v).__name__}); "
+                                f"pass e.g. {name}={_EXAMPLES[name]}")
+            if not isinstance(v, int):
+                object.__setattr__(self, name, int(v))       # a NumPy integer: a plain int for the hash
+            if name != "seed" and v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}; pass e.g. {name}={_EXAMPLES[name]}")
+        for name, low, high, fix in (("lr", None, None, "pass a positive learning rate such as 1e-3"),
+                                     ("sigma", 0.0, None, "pass a noise level such as 0.5"),
+                                     ("p_uncond", 0.0, 1.0, "it is the probability of dropping the class, e.g. 0.1")):
+            v = getattr(self, name)
+            checked = flow.check_number(name, v, low=low, high=high, fix=fix)
+            if not isinstance(v, (int, float)):
+                object.__setattr__(self, name, checked)     # a NumPy float: a plain float for the hash
         if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            raise ValueError(f"lr must be positive, got {self.lr!r}; pass a learning rate such as 1e-3")
+        if not isinstance(self.lr_decay, bool):
+            raise TypeError(f"lr_decay must be True or False, got {self.lr_decay!r}")
         if self.data not in ("mnist", "synthetic"):
             raise ValueError(f"data must be 'mnist' or 'synthetic' here, got {self.data!r}")
         if self.train_limit is not None and self.train_limit < self.batch_size:
@@ -110,6 +139,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_EXAMPLES = dict(num_hiddens=64, batch_size=64, epochs=10, seed=0, train_limit=2048)
 
 
 def build_model(config: TrainConfig, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
@@ -155,9 +187,10 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def _save_epoch(run_dir: Path, epoch: int, model: nn.Module, state: dict) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # weights first, then the state that points at them: a crash in between only redoes an epoch
-    _atomic_write(run_dir / f"epoch_{epoch:03d}.safetensors",
-                  lambda p: save_file(weights, p, metadata={"epoch": str(epoch)}))
+    # weights first, then the state that points at them: a crash in between only redoes an epoch;
+    # the settings ride along, so that load_model can tell a checkpoint of another run
+    meta = {"epoch": str(epoch), "config": json.dumps(state["config"], sort_keys=True)}
+    _atomic_write(run_dir / f"epoch_{epoch:03d}.safetensors", lambda p: save_file(weights, p, metadata=meta))
     _atomic_write(run_dir / "state.pt", lambda p: torch.save(state, p))
 
 
@@ -165,7 +198,65 @@ def _load_state(run_dir: Path) -> dict | None:
     path = run_dir / "state.pt"
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"epoch", "config", "losses", "epoch_ends"} <= set(state):
+            raise ValueError("not a diffnb training state")
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(f"{path} is damaged or not a diffnb training state ({reason[:200]}); "
+                           f"delete the folder {run_dir} and train the run again") from err
+    return state
+
+
+def _check_run_dir(run_dir) -> Path:
+    """``run_dir`` as a Path; a folder, or a path where one can be made (no file in the way)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be a folder path (str or Path) or None, got {run_dir!r}")
+    run_dir = Path(run_dir)
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == run_dir else f"lies under {p}, which is a file"
+                raise ValueError(f"run_dir must be a folder, but {run_dir} {where}; "
+                                 "pass another run_dir (or None for build/runs/...)")
+            break
+    return run_dir
+
+
+def _differences(stored: dict, config: TrainConfig) -> str:
+    """The settings where a run's stored config and ``config`` differ, as 'lr: 0.01 in the run, 0.001 here'."""
+    current = _comparable(config)
+    keys = sorted(set(stored) | set(current))
+    return "; ".join(f"{k}: {stored.get(k, '(unset)')!r} in the run, {current.get(k, '(unset)')!r} here"
+                     for k in keys if stored.get(k) != current.get(k))
+
+
+def _check_same_run(stored: dict, config: TrainConfig, run_dir: Path) -> None:
+    if stored != _comparable(config):
+        raise RuntimeError(f"{run_dir} holds a run with other settings ({_differences(stored, config)}); "
+                           "pass the config it was trained with, or another run_dir "
+                           "(or delete that folder to train this config there)")
+
+
+def _load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
+    """Checkpoint ``path`` into ``model``, with clear errors for a damaged file or other shapes."""
+    try:
+        weights = load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise RuntimeError(f"{path} is damaged or not a safetensors checkpoint ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200] if str(err) else ''}); delete its run folder "
+                           f"{path.parent} and train the run again") from err
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        w = weights.get("conv_in.net.0.net.0.weight")
+        theirs = f" (they were trained with num_hiddens={w.shape[0]})" if w is not None and w.dim() == 4 else ""
+        raise ValueError(f"the weights in {path} do not fit a {type(model).__name__} with "
+                         f"num_hiddens={model.num_hiddens}{theirs}; pass the config that run was trained "
+                         "with") from None
 
 
 def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
@@ -173,14 +264,25 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
           stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None) -> TrainResult:
     """Train (or resume, or load) the run described by ``config``.
 
-    images: (N, C, H, W) float in [0, 1] and labels: (N,) int; if omitted they are loaded from
-    ``config.data`` (first ``config.train_limit`` training images).
+    images: (N, 1, 28, 28) float32 in [0, 1] and labels: (N,) int 0-9; if omitted they are loaded
+    from ``config.data`` (first ``config.train_limit`` training images).  Given images are checked
+    once, before the run folder is made: a uint8 (0-255) or float64 batch is a ``TypeError`` saying
+    how to convert it; NaN, inf or values outside [0, 1] a ``ValueError``.
+    A loss that turns NaN or inf stops the run with a ``RuntimeError`` before that epoch's
+    checkpoint is written (checked once per epoch, not per step).
     stop_after_epoch: stop early after that epoch, as an interruption would (for tests).
     accelerator: an ``accelerate.Accelerator``; each process then takes its share of every
     batch and only the main process writes checkpoints.
     cuda_graph: replay each step as a CUDA graph (default: on CUDA without an accelerator).  The
     draws are the same kind on every device; bitwise repeatable runs are a CPU property.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
+    if stop_after_epoch is not None and (isinstance(stop_after_epoch, bool)
+                                         or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
+        raise ValueError(f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}")
+    if cuda_graph is not None and not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True, False or None (automatic), got {cuda_graph!r}")
     device = accelerator.device if accelerator is not None else get_device(device)
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and accelerator is None
@@ -188,19 +290,22 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         raise ValueError(f"cuda_graph=True needs a CUDA device and no accelerator (device {device}, "
                          f"accelerator {'given' if accelerator is not None else 'none'}); "
                          "leave cuda_graph=None to choose automatically")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if images is not None:
+        _check_training_data(images, labels, config)
+    elif labels is not None:
+        raise ValueError("labels were given without images; pass both, or neither to load config.data")
+    run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _load_state(run_dir)
-    if state is not None and state["config"] != _comparable(config):
-        raise RuntimeError(f"{run_dir} holds a run with other settings ({state['config']}); "
-                           "delete that folder or pass another run_dir")
+    if state is not None:
+        _check_same_run(state["config"], config, run_dir)
     done = 0 if state is None else int(state["epoch"])
     losses: list[float] = [] if state is None else list(state["losses"])
     epoch_ends: list[int] = [] if state is None else list(state["epoch_ends"])
 
     model = build_model(config).to(device)
     if done >= config.epochs:                      # finished earlier: load, nothing to compute
-        model.load_state_dict(load_file(str(run_dir / f"epoch_{done:03d}.safetensors"), device=str(device)))
+        _load_weights(model, run_dir / f"epoch_{done:03d}.safetensors", device)
         model.eval()
         return TrainResult(model, config, run_dir, losses, epoch_ends, [], 0.0)
 
@@ -211,10 +316,6 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     images = images.to(device)
     labels = labels.to(device) if labels is not None else torch.zeros(len(images), dtype=torch.long, device=device)
     n = images.shape[0]
-    if len(labels) != n:
-        raise ValueError(f"got {len(labels)} labels for {n} training images")
-    if n and (int(labels.min()) < 0 or int(labels.max()) > 9):
-        raise ValueError(f"training labels must be digits 0-9, got values from {int(labels.min())} to {int(labels.max())}")
     if n < config.batch_size:
         raise ValueError(f"{n} training images is less than one batch of {config.batch_size}")
     steps_per_epoch = n // config.batch_size     # drop the last partial batch (BatchNorm needs > 1)
@@ -224,7 +325,7 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
                  if config.lr_decay else None)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     if state is not None:                          # resume where the last finished epoch left off
-        model.load_state_dict(load_file(str(run_dir / f"epoch_{done:03d}.safetensors"), device=str(device)))
+        _load_weights(model, run_dir / f"epoch_{done:03d}.safetensors", device)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -269,11 +370,21 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+        epoch_losses = epoch_losses.cpu()             # the one read per epoch, checked before the checkpoint
+        if not bool(torch.isfinite(epoch_losses).all()):
+            bar.close()
+            first = int((~torch.isfinite(epoch_losses)).nonzero()[0])
+            last_good = (f"epoch {epoch - 1} in {run_dir}" if epoch > 1 else "none")
+            raise RuntimeError(
+                f"training {config.name!r} diverged: the loss became {float(epoch_losses[first])} at step "
+                f"{first + 1} of {steps_per_epoch} in epoch {epoch}, so no checkpoint was written for that "
+                f"epoch (last good checkpoint: {last_good}); lower lr (now {config.lr:g}) or check the "
+                "training images (finite, in [0, 1])")
         if scheduler is not None:
             scheduler.step()
             if lrs is not None:
                 set_lrs(optimizer, lrs)              # the new rate into the tensor the graph reads
-        losses.extend(epoch_losses.cpu().tolist())
+        losses.extend(epoch_losses.tolist())
         epoch_ends.append(len(losses))
         trained.append(epoch)
         if is_main:
@@ -300,14 +411,63 @@ def _comparable(config: TrainConfig) -> dict:
     return d
 
 
+def _check_training_data(images, labels, config: TrainConfig) -> None:
+    """Images (N, 1, 28, 28) float32 finite in [0, 1] and labels (N,) integers 0-9: once, before training."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, 1, 28, 28), got {type(images).__name__}; "
+                        "pass e.g. diffnb.load_digits('synthetic').images")
+    if images.dtype != torch.float32:
+        if not images.dtype.is_floating_point:
+            raise TypeError(f"images have dtype {images.dtype} (raw pixel values 0-255?); train takes float32 "
+                            "images in [0, 1]: pass images.float() / 255")
+        raise TypeError(f"images have dtype {images.dtype}; train takes float32 images in [0, 1]: "
+                        "pass images.float()")
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images must be (N, 1, 28, 28) digits, got shape {tuple(images.shape)}; "
+                         "add the channel with images.unsqueeze(1) or resize to 28x28")
+    if images.shape[0] < config.batch_size:
+        raise ValueError(f"{images.shape[0]} training images is less than one batch of {config.batch_size}; "
+                         "pass more images or a smaller batch_size")
+    if images.numel():
+        lo, hi = (float(v) for v in torch.aminmax(images))      # one pass; NaN propagates, inf shows
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = int((~torch.isfinite(images)).sum())
+            raise ValueError(f"images hold {bad} NaN or inf pixel values; train needs finite images in [0, 1] "
+                             "(find them with (~torch.isfinite(images)).nonzero() and fix or drop those images)")
+        if lo < 0 or hi > 1:
+            fix = ("they look like 0-255 pixel values: pass images / 255" if hi > 1.5 and lo >= 0
+                   else "rescale them to [0, 1], e.g. (images - images.min()) / (images.max() - images.min())")
+            raise ValueError(f"images must lie in [0, 1], got values from {lo:g} to {hi:g}; {fix}")
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a tensor (N,) of digits 0-9, got {type(labels).__name__}; "
+                        "pass torch.as_tensor(labels)")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must be integers 0-9, got dtype {labels.dtype}; pass labels.long()")
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"got labels of shape {tuple(labels.shape)} for {images.shape[0]} training images; "
+                         "pass one label per image, shape (N,)")
+    if labels.numel():
+        lo, hi = (int(v) for v in torch.aminmax(labels))
+        if lo < 0 or hi > 9:
+            raise ValueError(f"training labels must be digits 0-9, got values from {lo} to {hi}")
+
+
 def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
                run_dir: str | Path | None = None) -> nn.Module:
     """The model of ``config`` after ``epoch`` (default: the last), in eval mode.
 
-    A missing checkpoint is a ``FileNotFoundError`` that names the notebook to run first.
+    A missing checkpoint is a ``FileNotFoundError`` that names the notebook to run first; a run
+    folder trained with other settings than ``config`` (or weights of another width) is refused,
+    naming the settings that differ.
     """
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
+    run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
     epoch = config.epochs if epoch is None else epoch
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+        raise TypeError(f"epoch must be an int in 1..{config.epochs} or None (the last), got {epoch!r}")
     if not 1 <= epoch <= config.epochs:
         raise ValueError(f"epoch must lie in 1..{config.epochs} for run {config.name!r}, got {epoch}")
     path = run_dir / f"epoch_{epoch:03d}.safetensors"
@@ -316,17 +476,39 @@ def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
         raise FileNotFoundError(
             f"no checkpoint for {config.name!r} after epoch {epoch} (looked for {path}); {where}, "
             "with the same profile and overrides as this notebook")
+    stored = _stored_config(path)
+    if stored is None:
+        state = _load_state(run_dir)
+        stored = state["config"] if state is not None else None
+    if stored is not None:
+        _check_same_run(stored, config, run_dir)
     device = get_device(device)
     model = build_model(config).to(device)
-    model.load_state_dict(load_file(str(path), device=str(device)))
+    _load_weights(model, path, device)
     return model.eval()
 
 
+def _stored_config(path: Path) -> dict | None:
+    """The settings a checkpoint was written with (its metadata), or None for an older checkpoint."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["config"]) if "config" in meta else None
+    except Exception as err:
+        raise RuntimeError(f"{path} is damaged or not a safetensors checkpoint ({type(err).__name__}); "
+                           f"delete its run folder {path.parent} and train the run again") from err
+
+
 def load_history(config: TrainConfig, run_dir: str | Path | None = None) -> tuple[list[float], list[int]]:
-    """Loss per step and epoch boundaries of a run, from its last checkpoint."""
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    """Loss per step and epoch boundaries of a run, from its last checkpoint (refused, naming the
+    differing settings, when ``run_dir`` holds a run of other settings than ``config``)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
+    run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
     state = _load_state(run_dir)
     if state is None:
         where = f"run notebooks/{config.notebook} first" if config.notebook else "train it first"
         raise FileNotFoundError(f"no training state for {config.name!r} in {run_dir}; {where}")
+    _check_same_run(state["config"], config, run_dir)
     return list(state["losses"]), list(state["epoch_ends"])

@@ -10,6 +10,14 @@ Conventions (stated once):
   * time ``t`` is a float in [0, 1], given as ``(N,)`` or ``(N, 1)``; flow time t=0 is noise, t=1 is data;
   * classes ``c`` are integer labels ``(N,)`` in ``[0, num_classes)`` and become one-hot vectors inside;
   * ``mask`` is ``(N,)`` of 0/1: 0 zeroes the class vector (the unconditional branch of CFG).
+  * images are float tensors of the model's dtype (float32 unless the model was converted), pixels
+    in [0, 1] for the digits; a uint8 batch (0-255) or a float64 one is a ``TypeError`` that says
+    how to convert it.
+
+Checks: shapes and dtypes are checked on every call (host-side metadata, nothing is read from the
+GPU); the VALUES of ``x``, ``t`` and ``mask`` (finite, t in [0, 1], mask 0 or 1) are checked only
+outside training mode (``model.eval()``, as the samplers run it), in one reduction and one read, so
+that a training step stays free of host reads and can be recorded as a CUDA graph.
 
 Path through the network (D = num_hiddens)::
 
@@ -171,6 +179,13 @@ class _UNetBody(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be an image batch (N, C, H, W); got {shape}")
+        want = self.head.weight.dtype
+        if x.dtype != want:
+            if not x.dtype.is_floating_point:
+                raise TypeError(f"x has dtype {x.dtype} (raw pixel values 0-255?), but the UNet takes float "
+                                f"images in [0, 1] of dtype {want}; pass x.float() / 255")
+            raise TypeError(f"x has dtype {x.dtype}, but this UNet's weights are {want}; "
+                            f"pass x.to({want}) (x.float() for float32), or convert the model to {x.dtype}")
         n, c, h, w = x.shape
         if c != self.in_channels:
             raise ValueError(f"x has {c} channels but this UNet was built with in_channels={self.in_channels}")
@@ -182,8 +197,32 @@ class _UNetBody(nn.Module):
                 f"resize the images or build the UNet with bottleneck_size={h // 4}"
             )
 
+    def _check_values(self, x: torch.Tensor, t: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> None:
+        """Outside training only: x finite, t in [0, 1], mask 0 or 1 (one reduction, one host read)."""
+        if self.training or (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return
+        ok = torch.isfinite(x).all()
+        if t is not None:
+            ok = ok & ((t >= 0) & (t <= 1)).all()          # NaN fails both comparisons
+        if mask is not None:
+            ok = ok & ((mask == 0) | (mask == 1)).all()
+        if bool(ok):
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"x holds {int((~torch.isfinite(x)).sum())} NaN or inf pixel values; pass finite "
+                             "images (in a sampler, non-finite inputs mean the model's weights or the previous "
+                             "step went non-finite: check the checkpoint)")
+        if t is not None and not bool(((t >= 0) & (t <= 1)).all()):
+            bad = t[~((t >= 0) & (t <= 1))].flatten()
+            raise ValueError(f"t must lie in [0, 1] (flow time: 0 is noise, 1 is data), got "
+                             f"{bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''}; pass t in [0, 1]")
+        bad = mask[~((mask == 0) | (mask == 1))]
+        raise ValueError(f"mask must hold only 0 (drop the class) or 1 (keep it), got "
+                         f"{bad[:5].tolist()}{' ...' if bad.numel() > 5 else ''}; pass a 0/1 mask, e.g. "
+                         "torch.ones(N) or (torch.rand(N) >= p_uncond).float()")
+
     def _run(self, x: torch.Tensor, mod_bottleneck=None, mod_up1=None) -> torch.Tensor:
-        self._check_x(x)
         skip0 = self.conv_in(x)                       # (N, D, 28, 28)
         skip1 = self.down1(skip0)                     # (N, D, 14, 14)
         skip2 = self.down2(skip1)                     # (N, 2D, 7, 7)
@@ -205,6 +244,8 @@ class UnconditionalUNet(_UNetBody):
         super().__init__(in_channels, num_hiddens, bottleneck_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        self._check_values(x)
         return self._run(x)
 
 
@@ -224,7 +265,9 @@ class TimeConditionalUNet(_UNetBody):
         self.fc2_t = FCBlock(1, d)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
         t = _as_time(t, x)
+        self._check_values(x, t)
         t1 = self.fc1_t(t)[:, :, None, None]          # (N, 2D, 1, 1)
         t2 = self.fc2_t(t)[:, :, None, None]          # (N, D, 1, 1)
         return self._run(x, lambda h: h * t1, lambda h: h * t2)
@@ -251,12 +294,15 @@ class ClassConditionalUNet(_UNetBody):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, t: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_x(x)
         t = _as_time(t, x)
         onehot = one_hot(c, self.num_classes, x)       # (N, K)
         if mask is not None:
             mask = torch.as_tensor(mask, device=x.device, dtype=x.dtype).reshape(-1)
             if mask.shape[0] != x.shape[0]:
                 raise ValueError(f"mask has {mask.shape[0]} entries for a batch of {x.shape[0]}")
+        self._check_values(x, t, mask)
+        if mask is not None:
             onehot = onehot * mask[:, None]            # zero the class vector: unconditional branch
         c1 = self.fc1_c(onehot)[:, :, None, None]     # (N, 2D, 1, 1)
         c2 = self.fc2_c(onehot)[:, :, None, None]     # (N, D, 1, 1)
@@ -269,7 +315,7 @@ def one_hot(c: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tens
     """Integer labels ``(N,)`` -> float one-hot ``(N, num_classes)`` on ``like``'s device and dtype."""
     c = torch.as_tensor(c, device=like.device)
     if c.dtype.is_floating_point or c.dtype == torch.bool:
-        raise TypeError(f"class labels must be integers, got dtype {c.dtype}")
+        raise TypeError(f"class labels must be integers, got dtype {c.dtype}; pass c.long()")
     c = c.reshape(-1)
     if c.shape[0] != like.shape[0]:
         raise ValueError(f"got {c.shape[0]} class labels for a batch of {like.shape[0]} images")
