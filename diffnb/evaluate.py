@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from diffnb import ddpm, guidance, world
+from diffnb import world          # ddpm and guidance (diffusers) are imported where they are used
 
 #: held-out renders for the experiments: a seed stream apart from the mini model's training data
 #: (seed 0, ...) and the judge's
@@ -88,6 +89,8 @@ def reconstruction(stage1, embed, x0: torch.Tensor, i_starts: Sequence[int], tim
                    seed: int, prompt: str = "a high quality picture", blur_sigma: float = 2.0) -> list[dict]:
     """Per start index: MSE against the clean ``x0`` of the noisy image, the iterative result, the
     one-step estimate and the Gaussian blur (5x5). Lower is better."""
+    from diffnb import ddpm
+
     e = embed(prompt)
     rows = []
     for i in i_starts:
@@ -114,6 +117,8 @@ def adherence(stage1, embed, judge, scale: float, timesteps: Sequence[int], seed
     ``diversity``: the mean RMS distance between two samples of the same prompt (needs
     ``per_prompt >= 2``; ``nan`` otherwise), with ``samples`` (N, 3, H, W) and the prompts.
     """
+    from diffnb import ddpm
+
     pairs = [(d, s) for d in digits for s in styles for _ in range(per_prompt)]
     prompts = [world.prompt(d, s) for d, s in pairs]
     cond = embed_all(embed, prompts)
@@ -153,6 +158,8 @@ def sdedit_curve(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, i
                  timesteps: Sequence[int], scale: float, seed: int, prompt: str = "a high quality picture") -> list[dict]:
     """SDEdit of ``x0`` per start index towards ``prompt``, read by ``score_sdedit`` (with the style
     the prompt names, if any)."""
+    from diffnb import ddpm
+
     edits = ddpm.sdedit(x0, i_starts, stage1, embed(prompt), embed(""), timesteps, scale,
                         torch.Generator().manual_seed(seed))
     return score_sdedit(judge, edits, x0, digits, i_starts, timesteps, world.parse_prompt(prompt)[1])
@@ -170,6 +177,8 @@ def score_inpaint(judge, result: torch.Tensor, x0: torch.Tensor, mask: torch.Ten
 def inpaint_score(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, styles: torch.Tensor,
                   mask: torch.Tensor, timesteps: Sequence[int], scale: float, seed: int) -> dict:
     """Inpaint ``mask`` (1 = edit) of each image, prompted with its own digit and style; ``score_inpaint``."""
+    from diffnb import ddpm
+
     prompts = [world.prompt(int(d), int(s)) for d, s in zip(digits, styles)]
     out = ddpm.inpaint(x0, mask, stage1, embed_all(embed, prompts), embed(""), timesteps, scale,
                        torch.Generator().manual_seed(seed))
@@ -182,6 +191,8 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
                   seed: int) -> dict:
     """``n`` flip illusions (one seeded batch): ``success`` = upright read as p1's digit AND rotated
     read as p2's. ``baseline``: the same reading of ``n`` plain CFG samples of p1, rotated."""
+    from diffnb import ddpm, guidance
+
     (d1, _), (d2, _) = world.parse_prompt(p1), world.parse_prompt(p2)
     if d1 is None or d2 is None:
         raise ValueError(f"anagram prompts must name digits to be judged, got {p1!r} and {p2!r}")
@@ -218,6 +229,8 @@ def hybrid_score(stage1, embed, judge, p_low: str, p_high: str, n: int, timestep
     """``n`` hybrids (one seeded batch) read by ``score_hybrid``: ``success`` = far view read as p_low's
     digit and full image as p_high's. ``baseline``: the same reading of ``n`` plain CFG samples of
     p_high (same seed), which pass only where a blurred p_high happens to read as p_low's digit."""
+    from diffnb import ddpm, guidance
+
     (d_lo, _), (d_hi, _) = world.parse_prompt(p_low), world.parse_prompt(p_high)
     if d_lo is None or d_hi is None:
         raise ValueError(f"hybrid prompts must name digits to be judged, got {p_low!r} and {p_high!r}")
@@ -235,25 +248,55 @@ def _fmt(x) -> str:
     return f"{x:.2f}" if isinstance(x, float) else str(x)
 
 
+#: the sections ``main`` computes (``--sections``), in the notebooks' order
+SECTIONS = ("1.4", "1.5", "1.6", "1.7", "1.7.2", "1.7.3", "1.8", "1.9")
+
+
+def _sections_argument(text: str) -> list[str]:
+    """argparse ``type`` of ``--sections``: comma-separated names out of ``SECTIONS``."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SECTIONS]
+    if unknown or not names:
+        got = f"unknown section(s) {', '.join(unknown)}" if unknown else f"no section in {text!r}"
+        raise argparse.ArgumentTypeError(f"{got}; the sections are {', '.join(SECTIONS)} "
+                                         "(comma-separated, e.g. --sections 1.4,1.8)")
+    return names
+
+
+def _out_argument(text: str) -> Path:
+    """argparse ``type`` of ``--out``: a JSON file to write, in a folder that exists (checked now, not
+    after the experiments)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name, e.g. {path / 'figures.json'}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} ({path.parent}) does not exist; create it first "
+                                         "or write the figures elsewhere")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    from diffnb.part_a import setup_part_a
-    from diffnb.world_judge import get_world_judge
+    from diffnb.world_judge import device_argument, int_at_least
 
     parser = argparse.ArgumentParser(prog="python -m diffnb.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=20, help="samples per experiment (illusions, hybrids, edits)")
+    parser.add_argument("--n", type=int_at_least(2, "samples per experiment"), default=20,
+                        help="samples per experiment (illusions, hybrids, edits), at least 2")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sections", default="1.4,1.5,1.6,1.7,1.7.2,1.7.3,1.8,1.9")
-    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--device", type=device_argument, default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--sections", type=_sections_argument, default=",".join(SECTIONS),
+                        help=f"comma-separated, out of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--out", type=_out_argument, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-    if args.n < 2:
-        parser.error("--n must be at least 2")
+
+    # the arguments are checked: now the heavy imports (diffusers)
+    from diffnb.part_a import setup_part_a
+    from diffnb.world_judge import get_world_judge
 
     pa = setup_part_a("quick", "mini", args.device, 100)
     judge = get_world_judge(device="cpu")
     print(f"judge on clean held-out renders: digit {judge.digit_accuracy:.4f}, style {judge.style_accuracy:.4f}")
     ts, scale, n, seed = pa.timesteps(), pa.scale, args.n, args.seed
-    sections = args.sections.split(",")
+    sections = args.sections
     like = _model_like(pa.stage1)
     figures: dict = {}
     started = time.time()

@@ -22,14 +22,20 @@ name the digit, the style, both or neither in one of the world's phrasings (``di
 
 Command line::
 
-    python -m diffnb.mini train            # reproduce data/models/mini-if (RECIPE)
+    python -m diffnb.mini train                        # train RECIPE, export to build/mini/<key>/model
+    python -m diffnb.mini train --overwrite-shipped    # ... and replace data/models/mini-if with it
     python -m diffnb.mini train --steps 200 --batch-size 64 --out /tmp/mini   # one run with other settings
+
+The exporter never touches the shipped model unless asked by name (``--overwrite-shipped``,
+``overwrite_shipped=True``), writes only into a new or empty folder or over an earlier export
+(``EXPORT_FILES``), and deletes nothing but its own files (``export``).
 
 The recipe (``RECIPE``) is 6,000 steps at batch 64, the first 3,500 of them on the world's images at
 half size (16x16, ``low_res``): the UNet is convolutional, so the same weights learn the digits'
 shapes there at a third of the cost of a full-size step, and the last 2,500 steps at 32x32 learn the
 detail. On 2 CPU cores that is under an hour (measured: 57 min 50 s for ``python -m diffnb.mini train``,
-uninterrupted, the world's rendering included; its weights equal the shipped ones bit for bit).
+uninterrupted, the world's rendering included; its weights equal the shipped ones bit for bit; the
+command now needs ``--overwrite-shipped`` to write them into ``data/models/mini-if``).
 The same random draws are taken on any device.
 
 The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
@@ -43,8 +49,12 @@ import functools
 import hashlib
 import json
 import math
+import numbers
+import os
+import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -140,14 +150,51 @@ class PromptEncoder(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path) -> "PromptEncoder":
-        from safetensors.torch import load_file
+        """The encoder saved in ``folder`` (``config.json`` and ``model.safetensors``); a missing file
+        raises ``FileNotFoundError``, a damaged one ``RuntimeError``, each naming the file and the fix."""
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"no prompt encoder in {folder} (config.json missing); "
-                                    "retrain the mini model with `python -m diffnb.mini train`")
-        enc = cls(**json.loads((folder / "config.json").read_text()))
-        enc.load_state_dict(load_file(str(folder / "model.safetensors")))
+        config, weights = folder / "config.json", folder / "model.safetensors"
+        for path in (config, weights):
+            if not path.is_file():
+                raise FileNotFoundError(f"no prompt encoder in {folder} ({path.name} missing); "
+                                        f"{_damaged_model_fix(folder.parent)}")
+        try:
+            enc = cls(**json.loads(config.read_text()))
+        except (ValueError, TypeError, KeyError) as err:          # JSONDecodeError is a ValueError
+            raise RuntimeError(f"the prompt encoder's config {config} is damaged ({err}); "
+                               f"{_damaged_model_fix(folder.parent)}") from err
+        state = _read_safetensors(weights, _damaged_model_fix(folder.parent))
+        try:
+            enc.load_state_dict(state)
+        except RuntimeError as err:
+            raise RuntimeError(f"the prompt encoder's weights {weights} do not fit its config.json "
+                               f"({str(err).splitlines()[0]}); {_damaged_model_fix(folder.parent)}") from err
         return enc.eval()
+
+
+def _damaged_model_fix(model_folder: Path) -> str:
+    """What to do about a damaged or incomplete mini model folder (the words of the error messages)."""
+    shipped = data_dir() / "models" / "mini-if"
+    if _same_path(model_folder, shipped):
+        return (f"restore the shipped model with `git checkout -- {shipped}` (or re-create it with "
+                "`python -m diffnb.mini train --overwrite-shipped`)")
+    return (f"delete {model_folder} and export the model again (`python -m diffnb.mini train --out {model_folder}` "
+            "with that run's settings, or diffnb.mini.export_run)")
+
+
+def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged (truncated, overwritten) file raises a RuntimeError
+    naming it and ``fix``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise RuntimeError(f"{path} is not a readable safetensors file ({err}); it is damaged: {fix}") from err
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 class MiniPrompts:
@@ -280,7 +327,14 @@ class MiniConfig:
     """Everything that determines the trained weights (the run folder is named by its hash).
 
     The defaults are the first shipped model's recipe (``GPU_RECIPE``, stopped at ``GPU_RECIPE_STOP``); the
-    model shipped now is ``RECIPE``."""
+    model shipped now is ``RECIPE``.
+
+    Every field is checked when a config is made (``CONFIG_RULES``, ``check_setting``): a wrong type
+    raises ``TypeError``, a value out of range ``ValueError``, each naming the field. Legal but
+    unusual: ``p_uncond=1`` drops every prompt (an unconditional model), ``p_uncond=0`` trains no
+    unconditional embedding for guidance, ``ema_decay=0`` exports the last weights as they are; a
+    learning rate too large for the model is found at the first checkpoint (``train_mini`` stops
+    there, before writing it)."""
     seed: int = 0
     steps: int = 6000              # the length of the lr schedule
     batch_size: int = 256
@@ -310,16 +364,60 @@ class MiniConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     def __post_init__(self):
-        if not (isinstance(self.snr_gamma, (int, float)) and self.snr_gamma >= 0):
-            raise ValueError(f"snr_gamma must be a number >= 0 (0 turns the min-SNR weights off; 5 is the "
-                             f"paper's choice), got {self.snr_gamma!r}")
-        if not (isinstance(self.low_res_steps, int) and 0 <= self.low_res_steps <= self.steps):
+        for f in dataclasses.fields(self):                  # each field's type and range (CONFIG_RULES)
+            object.__setattr__(self, f.name, check_setting(f.name, getattr(self, f.name)))
+        if self.n_images < self.batch_size:
+            raise ValueError(f"need n_images >= batch_size (a batch draws batch_size of the n_images renders), "
+                             f"got n_images={self.n_images} and batch_size={self.batch_size}; raise n_images or "
+                             "lower batch_size")
+        if self.low_res_steps > self.steps:
             raise ValueError(f"low_res_steps must be an int from 0 (off) to steps ({self.steps}), "
-                             f"got {self.low_res_steps!r}")
-        if self.init_from:
-            key, _, step = self.init_from.partition("@")
-            if not (len(key) == 10 and step.isdigit()):
-                raise ValueError(f"init_from must be '<run key>@<step>' (e.g. '{'0' * 10}@3000'), got {self.init_from!r}")
+                             f"got {self.low_res_steps!r}; lower it or raise steps")
+
+
+#: What each ``MiniConfig`` field accepts: (type, test, what is expected, an example or the fix). The
+#: command line (``main``) checks its arguments with the same rules, before anything is imported or rendered.
+CONFIG_RULES = {
+    "seed": (int, lambda v: True, "an int", "e.g. 0"),
+    "steps": (int, lambda v: v >= 1, "an int >= 1 (the length of the lr schedule)",
+              "e.g. 200 for a short run (the shipped recipe: 6000)"),
+    "batch_size": (int, lambda v: v >= 1, "an int >= 1", "e.g. 64"),
+    "lr": (float, lambda v: v > 0, "a finite number > 0 (Adam's learning rate)", "e.g. 2e-3 (the recipe's)"),
+    "warmup": (int, lambda v: v >= 0, "an int >= 0 (steps of linear warm-up; 0: none)", "e.g. 100"),
+    "n_images": (int, lambda v: v >= 1, "an int >= 1 (renders of the world to train on)", "e.g. 100000"),
+    "p_uncond": (float, lambda v: 0 <= v <= 1, "a number in [0, 1] (the share of prompts dropped to \"\" for "
+                 "classifier-free guidance)", "e.g. 0.1 (1 would drop every prompt)"),
+    "ema_decay": (float, lambda v: 0 <= v < 1, "a number in [0, 1) (the EMA's decay per step)", "e.g. 0.995"),
+    "save_every": (int, lambda v: v >= 1, "an int >= 1 (steps between checkpoints)", "e.g. 500"),
+    "pooled_text": (bool, None, "True or False", "on the command line yes/no, true/false or 1/0"),
+    "init_from": (str, lambda v: not v or re.fullmatch(r"[0-9a-f]{10}@[0-9]+", v),
+                  "'' (from scratch) or '<run key>@<step>'", f"e.g. '{'0' * 10}@3000'"),
+    "snr_gamma": (float, lambda v: v >= 0, "a number >= 0 (0 turns the min-SNR weights off)",
+                  "e.g. 5.0, the paper's choice"),
+    "low_res_steps": (int, lambda v: v >= 0, "an int from 0 (off) to steps", "e.g. 3500 (the recipe's)"),
+}
+
+
+def check_setting(name: str, value):
+    """``value`` for ``MiniConfig`` field ``name`` as the field's type (an int given for a float field
+    becomes a float); ``TypeError`` or ``ValueError`` naming the field, what it takes and an example."""
+    kind, ok, expect, example = CONFIG_RULES[name]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be {expect}, got {value!r}; {example}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, {expect}, got {value!r}; {example}")
+    elif isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        raise TypeError(f"{name} must be {expect}, got {value!r} ({type(value).__name__}); {example}")
+    else:
+        value = kind(value)
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"{name} must be {expect}, got {value!r}; {example}")
+    if not ok(value):
+        raise ValueError(f"{name} must be {expect}, got {value!r}; {example}")
+    return value
 
 
 #: how prompts are drawn per image: (share, names digit, names style)
@@ -390,7 +488,6 @@ def snapshot(cfg: MiniConfig, step: int, run_dir: str | Path | None = None) -> P
 
 def _load_init(cfg: MiniConfig, unet, encoder) -> None:
     """Copy the weights that ``cfg.init_from`` names into ``unet`` and ``encoder``."""
-    from safetensors.torch import load_file
     key, _, step = cfg.init_from.partition("@")
     folder = snapshot_dir(key, int(step))
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
@@ -398,8 +495,9 @@ def _load_init(cfg: MiniConfig, unet, encoder) -> None:
         raise FileNotFoundError(f"this run starts from run {key}'s EMA weights at step {step}, expected in {folder}; "
                                 f"make them with diffnb.mini.snapshot(<that run's MiniConfig>, {step}) "
                                 "(`python -m diffnb.mini train` does it for the shipped recipe)")
-    unet.load_state_dict(load_file(str(weights)))
-    encoder.load_state_dict(load_file(str(folder / "prompt_encoder" / "model.safetensors")))
+    fix = f"delete {folder} and make it again with diffnb.mini.snapshot(<that run's MiniConfig>, {step})"
+    unet.load_state_dict(_read_safetensors(weights, fix))
+    encoder.load_state_dict(_read_safetensors(folder / "prompt_encoder" / "model.safetensors", fix))
 
 
 def low_res(images: torch.Tensor) -> torch.Tensor:
@@ -424,8 +522,13 @@ def _lr(cfg: MiniConfig, step: int) -> float:
 
 def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, run_dir: str | Path | None = None,
                progress: bool = True, stop_after: int | None = None, stop_at: int | None = None,
-               device: str | torch.device = "cpu", cuda_graph: bool | None = None) -> dict:
-    """Train (or resume) the mini model and export it to ``out`` (default ``data/models/mini-if``).
+               device: str | torch.device = "cpu", cuda_graph: bool | None = None,
+               overwrite_shipped: bool = False) -> dict:
+    """Train (or resume) the mini model and, once the schedule is done, export it to ``out``.
+
+    ``out``: the model folder (``export``'s rules: new, empty or an earlier export). Default: the run
+    folder's ``model/`` (``build/mini/<key>/model``); ``overwrite_shipped=True`` (and no ``out``)
+    replaces the shipped ``data/models/mini-if`` instead, the only way to write it.
 
     ``device``: where the UNet trains (``"cpu"``, ``"cuda"``, ``"auto"``). Every random draw (images,
     prompts, t, noise) comes from one CPU generator, so a run takes the same draws on any device
@@ -436,23 +539,34 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
     first GPU recipe stopped at ``GPU_RECIPE_STOP`` and exported with ``export_run``). Returns a summary
     dict with the final losses and the seconds spent in this call.
-    """
-    from diffusers import DDPMScheduler
-    from diffnb.models import IF_SCHEDULER_CONFIG
-    from diffnb.devices import get_device
-    from diffnb.progress import progress as tqdm
 
+    Each checkpoint is written only if the losses since the last one and the EMA weights are finite;
+    otherwise the run stops with a ``RuntimeError`` (the step itself checks nothing, so that it can be
+    recorded as a CUDA graph).
+    """
+    from diffnb.devices import get_device
+
+    # every argument checked before anything is imported, rendered or written
+    if not isinstance(cfg, MiniConfig):
+        raise TypeError(f"cfg must be a MiniConfig, got {type(cfg).__name__}")
     dev = get_device(device)
     if cuda_graph is None:
         cuda_graph = dev.type == "cuda"
     elif cuda_graph and dev.type != "cuda":
         raise ValueError(f"cuda_graph=True needs a CUDA device, got {dev}; leave cuda_graph=None to choose "
                          "automatically")
-    if not isinstance(cfg, MiniConfig):
-        raise TypeError(f"cfg must be a MiniConfig, got {type(cfg).__name__}")
-    if cfg.steps <= 0 or cfg.batch_size <= 0 or cfg.n_images < cfg.batch_size:
-        raise ValueError(f"need steps > 0, batch_size > 0 and n_images >= batch_size, got {cfg}")
+    for name, value in (("stop_after", stop_after), ("stop_at", stop_at)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be None or an int >= 0 (a number of steps), got {value!r}")
     run_dir = Path(run_dir) if run_dir is not None else build_dir() / "mini" / cfg.key()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"run_dir {run_dir} is a file, not a folder; pass another run_dir (or none: "
+                              f"build/mini/{cfg.key()})")
+    out = export_target(out, overwrite_shipped, default=run_dir / "model")
+    from diffusers import DDPMScheduler
+    from diffnb.models import IF_SCHEDULER_CONFIG
+    from diffnb.progress import progress as tqdm
+
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
     started = time.time()
@@ -490,8 +604,12 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
             history.extend(tuple(row) for row in torch.stack(pending).tolist())
             pending.clear()
 
+    checked = [len(history)]                   # history[:checked] is in a checkpoint, known finite
+
     def save():
         flush()
+        _check_finite(history, checked[0], ema, step, cfg, state_path)
+        checked[0] = len(history)
         opt_state, _ = portable_state(opt.state_dict())
         state = dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt_state,
                      ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg))
@@ -566,39 +684,194 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     if step < cfg.steps:
         return summary
     # the last checkpoint's EMA weights, as an IF-style diffusers folder plus the prompt encoder
-    summary["out"] = str(export_run(cfg, run_dir, out))
+    summary["out"] = str(export_run(cfg, run_dir, out, overwrite_shipped=overwrite_shipped))
     return summary
 
 
-def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig, history) -> Path:
-    """Write the model folder atomically: model_index.json, unet/, scheduler/, prompt_encoder/, training.json."""
+def _check_finite(history: list, start: int, ema: list[torch.Tensor], step: int, cfg: MiniConfig,
+                  state_path: Path) -> None:
+    """Before a checkpoint: the losses logged since ``history[start]`` and the EMA weights must be
+    finite, or the run stops here (a RuntimeError) and the last checkpoint stays as it was. Once per
+    checkpoint, never in the step."""
+    bad = next((start + i for i, row in enumerate(history[start:]) if not all(map(math.isfinite, row))), None)
+    if bad is None and bool(torch.stack([e.isfinite().all() for e in ema]).all()):
+        return
+    where = (f"the loss is not finite from step {bad + 1} on (mse {history[bad][0]}, vlb {history[bad][1]})"
+             if bad is not None else "the EMA weights are not finite")
+    kept = (f"the last checkpoint, {state_path}, is kept as it was" if state_path.is_file()
+            else "no checkpoint was written")
+    raise RuntimeError(f"mini training diverged: {where}; stopped at step {step} without writing a checkpoint "
+                       f"({kept}). The same settings would diverge again: lower lr (now {cfg.lr}) or change the "
+                       "other settings, which starts a new run")
+
+
+#: The files of a model folder that ``export`` writes (paths relative to it): a folder that holds these
+#: and nothing else is an earlier export, which an export may replace.
+EXPORT_FILES = ("model_index.json", "training.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                "scheduler/scheduler_config.json", "prompt_encoder/config.json", "prompt_encoder/model.safetensors")
+_EXPORT_DIRS = ("unet", "scheduler", "prompt_encoder")
+#: the exporter's own temporary folders beside ``out``: ``.<out name>.mini-export-<pid>`` (the new model)
+#: and ``...-<pid>.old`` (the export it replaces, for the moment of the swap)
+_WORK_NAME = re.compile(r"\.(?P<name>.+)\.mini-export-(?P<pid>[0-9]+)(\.old)?")
+
+
+def shipped_model_dir() -> Path:
+    """The shipped mini model, ``data/models/mini-if``: written only with ``overwrite_shipped=True``."""
+    return data_dir() / "models" / "mini-if"
+
+
+def _files(folder: Path) -> list[str]:
+    """Every entry under ``folder``, as paths relative to it (folders end in ``/``; links are listed, not followed)."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / d).as_posix() + "/" for d in dirs] + [(rel / n).as_posix() for n in names]
+    return sorted(found)
+
+
+def _foreign(folder: Path) -> list[str]:
+    """What in ``folder`` an export did not write (its own files, and their folders, are not listed)."""
+    own = set(EXPORT_FILES) | {d + "/" for d in _EXPORT_DIRS}
+    return [f for f in _files(folder) if f not in own or (folder / f.rstrip("/")).is_symlink()]
+
+
+def export_target(out: str | Path | None, overwrite_shipped: bool = False, default: str | Path | None = None) -> Path:
+    """The folder an export may write, checked before any work is done.
+
+    ``out`` must be a new folder, an empty one or an earlier export (``EXPORT_FILES`` and nothing
+    else); any other folder, or a file, raises ``FileExistsError``. The shipped model
+    (``shipped_model_dir``) is written only with ``overwrite_shipped=True``, which needs ``out`` unset
+    (or that folder). ``out=None``: ``default`` (or ``build/mini/model``)."""
+    if not isinstance(overwrite_shipped, bool):
+        raise TypeError(f"overwrite_shipped must be True or False, got {overwrite_shipped!r}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path (str or Path) or None, got {type(out).__name__}")
+    shipped = shipped_model_dir()
+    if overwrite_shipped:
+        if out is not None and not _same_path(Path(out), shipped):
+            raise ValueError(f"overwrite_shipped=True writes the shipped model {shipped}, but out={str(out)!r} "
+                             "was given too; pass one of them")
+        out = shipped
+    elif out is None:
+        out = Path(default) if default is not None else build_dir() / "mini" / "model"
+    out = Path(out)
+    if not overwrite_shipped and _same_path(out, shipped):
+        raise ValueError(f"out={str(out)!r} is the shipped model; it is replaced only when asked by name: pass "
+                         "overwrite_shipped=True (--overwrite-shipped on the command line) and no out, or "
+                         "choose another out")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise FileExistsError(f"out={str(out)!r} exists and is not a folder; choose a new folder for the model")
+        foreign = _foreign(out)
+        if foreign:
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise FileExistsError(
+                f"out={str(out)!r} holds files that are not a mini export ({', '.join(foreign[:5])}{more}); the "
+                "exporter writes only into a new or empty folder or over an earlier export (model_index.json, "
+                "unet/, scheduler/, prompt_encoder/, training.json and nothing else), and deletes nothing else. "
+                "Choose another out (--out), or move those files away")
+        if _files(out) and not (out / "model_index.json").is_file():
+            raise FileExistsError(f"out={str(out)!r} holds part of a mini export without its model_index.json "
+                                  f"({', '.join(_files(out))}): an export that did not finish? Delete it, or choose "
+                                  "another out")
+    return out
+
+
+def _remove_export(folder: Path) -> bool:
+    """Delete an export's own files (``EXPORT_FILES``) in ``folder``, then the folders they leave empty.
+    Anything else stays, and with it the folder. Returns whether ``folder`` is gone."""
+    for rel in EXPORT_FILES:
+        path = folder / rel
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    for sub in (*_EXPORT_DIRS, "."):
+        try:
+            (folder / sub).rmdir()
+        except OSError:          # missing, or it holds something the export did not write
+            pass
+    return not folder.exists()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False             # our own leftover (an export of this process that failed)
+    if os.name != "posix":
+        return True              # no safe probe: leave the folder alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:              # PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove the work folders that exports of ``out`` left when they were killed (their process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for work in out.parent.iterdir():
+        m = _WORK_NAME.fullmatch(work.name)
+        if m and m["name"] == out.name and work.is_dir() and not work.is_symlink() and not _pid_alive(int(m["pid"])):
+            if not _remove_export(work):
+                warnings.warn(f"{work}, left by an export that was stopped, holds files an export does not write; "
+                              "it is left as it is", RuntimeWarning, stacklevel=3)
+
+
+def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig, history,
+           overwrite_shipped: bool = False) -> Path:
+    """Write the model folder: model_index.json, unet/, scheduler/, prompt_encoder/, training.json.
+
+    ``out`` (``export_target``): a new folder, an empty one, or an earlier export, which is replaced
+    atomically (the new model is written beside it in ``.<name>.mini-export-<pid>``, swapped in, and
+    then the old export's own files are deleted). Nothing the exporter did not write is ever deleted;
+    any other folder is refused. ``out=None``: ``build/mini/<cfg key>/model``, or the shipped
+    ``data/models/mini-if`` with ``overwrite_shipped=True`` (the only way to write it)."""
     from diffusers import DDPMScheduler, IFPipeline
     from diffnb.models import IF_SCHEDULER_CONFIG
 
-    out = Path(out) if out is not None else data_dir() / "models" / "mini-if"
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipe = IFPipeline(tokenizer=None, text_encoder=None, unet=unet.eval(), scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG),
-                      safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
-    pipe.save_pretrained(str(tmp), safe_serialization=True)
-    encoder.eval().save(tmp / "prompt_encoder")
-    curve = [sum(h[0] for h in history[i:i + 100]) / len(history[i:i + 100]) for i in range(0, len(history), 100)]
-    info = dict(config=cfg.record(), steps_trained=len(history), mse_per_100_steps=curve)
-    if cfg.init_from:                                   # the run it started from, as that run recorded itself
-        key, _, step = cfg.init_from.partition("@")
-        info["started_from"] = json.loads((snapshot_dir(key, int(step)) / "training.json").read_text())
-    (tmp / "training.json").write_text(json.dumps(info, indent=1))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.replace(old)
-        tmp.replace(out)
-        shutil.rmtree(old)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.replace(out)
+    out = export_target(out, overwrite_shipped, default=build_dir() / "mini" / cfg.key() / "model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out)
+    tmp = out.with_name(f".{out.name}.mini-export-{os.getpid()}")
+    tmp.mkdir()                    # ours alone: a leftover of this process went in _clean_stale
+    try:
+        pipe = IFPipeline(tokenizer=None, text_encoder=None, unet=unet.eval(),
+                          scheduler=DDPMScheduler(**IF_SCHEDULER_CONFIG), safety_checker=None,
+                          feature_extractor=None, watermarker=None, requires_safety_checker=False)
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        encoder.eval().save(tmp / "prompt_encoder")
+        curve = [sum(h[0] for h in history[i:i + 100]) / len(history[i:i + 100]) for i in range(0, len(history), 100)]
+        info = dict(config=cfg.record(), steps_trained=len(history), mse_per_100_steps=curve)
+        if cfg.init_from:                                   # the run it started from, as that run recorded itself
+            key, _, step = cfg.init_from.partition("@")
+            info["started_from"] = json.loads((snapshot_dir(key, int(step)) / "training.json").read_text())
+        (tmp / "training.json").write_text(json.dumps(info, indent=1))
+        unknown = _foreign(tmp)
+        if unknown:                 # a diffusers that writes more: the next export could not recognise this one
+            raise RuntimeError(f"the export wrote files that diffnb.mini.EXPORT_FILES does not list: {unknown}; "
+                               "add them there")
+        export_target(out, overwrite_shipped)        # still new, empty or an export (it may have changed)
+        if not out.exists():
+            tmp.replace(out)
+        elif not _files(out):                        # an empty folder: fill it, model_index.json last
+            for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "model_index.json"):
+                entry.replace(out / entry.name)
+            tmp.rmdir()
+        else:                                        # an earlier export: swap, then delete its own files
+            old = tmp.with_name(tmp.name + ".old")
+            out.replace(old)
+            try:
+                tmp.replace(out)
+            except BaseException:
+                old.replace(out)                     # put the earlier export back
+                raise
+            if not _remove_export(old):
+                warnings.warn(f"the replaced export, now {old}, holds files an export does not write; it is left "
+                              "as it is", RuntimeWarning, stacklevel=2)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)                       # our own folder of this call, never anything else
     return out
 
 
@@ -617,10 +890,14 @@ def ema_models(cfg: MiniConfig, run_dir: str | Path | None = None):
     return unet.eval(), encoder.eval(), state
 
 
-def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
-    """Export the EMA model of a run at its last checkpoint (finished or not) to ``out``."""
+def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Path | None = None,
+               overwrite_shipped: bool = False) -> Path:
+    """Export the EMA model of a run at its last checkpoint (finished or not) to ``out`` (``export``'s
+    rules; default: the run folder's ``model/``, or the shipped model with ``overwrite_shipped=True``)."""
+    run_dir = Path(run_dir) if run_dir is not None else build_dir() / "mini" / cfg.key()
+    out = export_target(out, overwrite_shipped, default=run_dir / "model")      # before the weights are read
     unet, encoder, state = ema_models(cfg, run_dir)
-    return export(unet, encoder, out, cfg, state["history"])
+    return export(unet, encoder, out, cfg, state["history"], overwrite_shipped=overwrite_shipped)
 
 
 #: The recipe of the first shipped model (an H200 run): batch 256, Adam at 2e-3 with a cosine schedule
@@ -643,27 +920,75 @@ RECIPE = MiniConfig(steps=6000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.
 RECIPE_STOP = RECIPE.steps
 
 
-def train_recipe(out: str | Path | None = None, progress: bool = True, device: str | torch.device = "auto") -> dict:
-    """Train (or resume) the shipped recipe and export it to ``out`` (default ``data/models/mini-if``)."""
-    return train_mini(RECIPE, out=out, progress=progress, device=device)      # exports when it finishes
+def train_recipe(out: str | Path | None = None, progress: bool = True, device: str | torch.device = "auto",
+                 overwrite_shipped: bool = False) -> dict:
+    """Train (or resume) the shipped recipe and export it to ``out`` (default ``build/mini/<key>/model``);
+    ``overwrite_shipped=True`` replaces the shipped ``data/models/mini-if`` with it instead."""
+    return train_mini(RECIPE, out=out, progress=progress, device=device,      # exports when it finishes
+                      overwrite_shipped=overwrite_shipped)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
+
+
+def _setting_argument(name: str):
+    """argparse ``type`` of ``--<name>``: the text read as the field's type and checked by ``check_setting``."""
+    kind = CONFIG_RULES[name][0]
+
+    def read(text: str):
+        value = text
+        try:
+            if kind is bool:
+                if text.lower() not in _TRUE + _FALSE:
+                    raise ValueError(f"{name} must be yes or no (also true/false, 1/0, on/off), got {text!r}")
+                value = text.lower() in _TRUE
+            elif kind is int:
+                value = int(text) if re.fullmatch(r"[+-]?[0-9]+", text.strip()) else text
+            elif kind is float:
+                try:
+                    value = float(text)
+                except ValueError:
+                    pass
+            return check_setting(name, value)
+        except (TypeError, ValueError) as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    read.__name__ = name
+    return read
 
 
 def main(argv: list[str] | None = None) -> int:
+    from diffnb.world_judge import device_argument
+
     parser = argparse.ArgumentParser(prog="python -m diffnb.mini", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="train (or resume) the mini model and write it to data/models/mini-if: "
-                        "the shipped recipe, or one run with the settings given")
+    tr = sub.add_parser("train", help="train (or resume) the mini model and export it: the shipped recipe, or one "
+                        "run with the settings given")
     for f in dataclasses.fields(MiniConfig):
-        kind = (lambda v: bool(int(v))) if f.type in (bool, "bool") else type(f.default)
-        tr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
-    tr.add_argument("--out", type=Path, default=None, help="model folder (default data/models/mini-if)")
-    tr.add_argument("--device", default="auto", help="auto (default: a GPU if there is one), cpu or cuda; "
-                    "the random draws are the same on any device")
+        kind, _, expect, _ = CONFIG_RULES[f.name]
+        tr.add_argument(f"--{f.name.replace('_', '-')}", type=_setting_argument(f.name), default=None,
+                        metavar="YES/NO" if kind is bool else None,
+                        help="yes or no (also true/false, 1/0)" if kind is bool else expect.replace("%", "%%"))
+    tr.add_argument("--out", type=Path, default=None,
+                    help="the model folder: new, empty or an earlier export (default build/mini/<run key>/model)")
+    tr.add_argument("--overwrite-shipped", action="store_true",
+                    help=f"replace the shipped model ({shipped_model_dir()}) with this run's export")
+    tr.add_argument("--device", default="auto", type=device_argument,
+                    help="auto (default: a GPU if there is one), cpu or cuda; the random draws are the same on any device")
     args = parser.parse_args(argv)
     if args.command == "train":
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(MiniConfig) if getattr(args, f.name) is not None}
-        summary = (train_mini(MiniConfig(**given), out=args.out, device=args.device) if given
-                   else train_recipe(out=args.out, device=args.device))
+        try:
+            cfg = MiniConfig(**given) if given else RECIPE
+            if args.overwrite_shipped and args.out is not None:
+                raise ValueError(f"--overwrite-shipped writes {shipped_model_dir()}; leave out --out {args.out}, "
+                                 "or drop --overwrite-shipped")
+            out = export_target(args.out, args.overwrite_shipped, default=build_dir() / "mini" / cfg.key() / "model")
+        except (TypeError, ValueError, FileExistsError) as err:
+            tr.error(str(err))
+        print(f"the model will be exported to {out}" + ("" if args.overwrite_shipped or args.out else
+              f" (the shipped {shipped_model_dir()} stays as it is; --overwrite-shipped replaces it)"), flush=True)
+        summary = train_mini(cfg, out=out, device=args.device, overwrite_shipped=args.overwrite_shipped)
         print(json.dumps(summary, indent=1))
     return 0
 

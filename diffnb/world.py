@@ -50,7 +50,16 @@ class WorldImages:
 def _check_labels(values, name: str, high: int, n: int, gen: torch.Generator) -> torch.Tensor:
     if values is None:
         return torch.randint(0, high, (n,), generator=gen)
-    t = torch.as_tensor(values, dtype=torch.int64).reshape(-1)
+    try:
+        t = torch.as_tensor(values).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be an int 0..{high - 1} or n of them, got {values!r}") from err
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be ints 0..{high - 1}, got {t.dtype} values")
+    if t.is_floating_point():
+        if not (t.isfinite() & (t == t.round())).all():
+            raise ValueError(f"{name} must be whole numbers 0..{high - 1}, got {t.tolist()[:8]}")
+    t = t.to(torch.int64)
     if t.numel() == 1:
         t = t.expand(n).clone()
     if t.numel() != n:
@@ -208,7 +217,11 @@ def prompt(digit: int | None = None, style: int | str | None = None, variant: in
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r}; the world has {list(STYLES)}")
         style = STYLES.index(style)
-    if digit is not None and not (isinstance(digit, int) and 0 <= digit <= 9):
+    if style is not None and not (isinstance(style, int) and not isinstance(style, bool)
+                                  and 0 <= style < len(STYLES)):
+        raise ValueError(f"style must be a name in {list(STYLES)}, an index 0..{len(STYLES) - 1} or None, "
+                         f"got {style!r}")
+    if digit is not None and not (isinstance(digit, int) and not isinstance(digit, bool) and 0 <= digit <= 9):
         raise ValueError(f"digit must be an int 0..9 or None, got {digit!r}")
     if digit is None and style is None:
         return ANY_PROMPTS[0]

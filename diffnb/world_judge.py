@@ -30,8 +30,10 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from .devices import get_device
 
 from .judge import NOT_A_DIGIT, reset_parameters, scramble
 from .paths import build_dir, data_dir
@@ -190,15 +192,23 @@ def get_world_judge(device="cpu", seed: int = 0, n_train: int = 30000, epochs: i
             raise TypeError(f"{name} must be an int, got {value!r}")
     if n_train < 8 or epochs < 1:
         raise ValueError(f"need n_train >= 8 and epochs >= 1, got n_train={n_train}, epochs={epochs}")
+    device = get_device(device)           # a missing GPU is named here, before any training
     path = cache_path(seed, n_train, epochs)
     shipped = data_dir() / "judge" / path.name          # the pack ships the default judge's weights
     if shipped.is_file():
         path = shipped
     model = WorldClassifier()
     if path.exists():
-        model.load_state_dict(load_file(str(path)))
-        with safe_open(str(path), framework="pt") as f:
-            seconds = float((f.metadata() or {}).get("train_seconds", "nan"))
+        fix = (f"restore it with `git checkout -- {path}`" if path == shipped else
+               f"delete it and run `python -m diffnb.world_judge --seed {seed} --n-train {n_train} --epochs {epochs}` "
+               "to train it again")
+        try:
+            model.load_state_dict(load_file(str(path)))
+            with safe_open(str(path), framework="pt") as f:
+                seconds = float((f.metadata() or {}).get("train_seconds", "nan"))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise RuntimeError(f"the world judge's weights {path} are damaged ({str(err).splitlines()[0]}); "
+                               f"{fix}") from err
     else:
         train = render_world(n_train, seed=seed + TRAIN_SEED_OFFSET)
         start = time.perf_counter()
@@ -314,12 +324,40 @@ def _fit(model: nn.Module, images: torch.Tensor, digits: torch.Tensor, styles: t
     model.eval()
 
 
+def device_argument(text: str) -> str:
+    """argparse ``type`` of the command lines' ``--device``: it must name a device this machine has
+    (``diffnb.devices.get_device``), so a missing GPU is said before anything is imported or trained."""
+    try:
+        get_device(text)
+    except (TypeError, ValueError) as err:
+        if text.startswith("cuda") and not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r} asks for a CUDA GPU and there is none here; use --device cpu "
+                                             "or --device auto") from None
+        raise argparse.ArgumentTypeError(f"{err} (--device auto, cpu, cuda or cuda:N)") from None
+    return text
+
+
+def int_at_least(low: int, what: str):
+    """argparse ``type`` of an int option that must be ``>= low`` (``what``: what the number counts)."""
+    def read(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low} ({what}), got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low} ({what}), got {value}")
+        return value
+
+    read.__name__ = f"int >= {low}"
+    return read
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m diffnb.world_judge", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=30000)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--n-train", type=int_at_least(8, "training renders"), default=30000)
+    ap.add_argument("--epochs", type=int_at_least(1, "passes over the training renders"), default=6)
+    ap.add_argument("--device", type=device_argument, default="cpu", help="cpu (default), cuda or auto")
     args = ap.parse_args(argv)
     path = cache_path(args.seed, args.n_train, args.epochs)
     cached = path.exists()

@@ -285,6 +285,6 @@ def test_a_low_res_first_phase_trains_on_half_size_images_and_resumes_across_the
     assert torch.load(tmp_path / "run_c" / "state.pt", weights_only=True)["history"][0] != ha[0]
     assert "low_res_steps" not in mini.MiniConfig().record() and cfg.record()["low_res_steps"] == 2
     assert cfg.key() != dataclasses.replace(cfg, low_res_steps=0).key()
-    for bad in (-1, 5, 1.5):
-        with pytest.raises(ValueError, match="low_res_steps"):
+    for bad, error in ((-1, ValueError), (5, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="low_res_steps"):
             mini.MiniConfig(steps=4, low_res_steps=bad)
