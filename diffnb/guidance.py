@@ -12,17 +12,20 @@ descending (990, 960, ..., 0), the bundle / embeddings / generator passed explic
 * A **hybrid** sums ``lowpass(eps_1) + highpass(eps_2)``, lowpass = torchvision's Gaussian blur
   (33 x 33, sigma 2), highpass = x - lowpass(x); its variance is the first (low-frequency) prompt's.
 * Every UNet pass of a step (each view, conditional and unconditional) is one batch.
+* ``scale`` is the guidance scale gamma of every CFG estimate: any finite number (1 = no guidance; a
+  negative gamma is legal and steers away from the prompt).  It and every other input are checked
+  once, when the estimator is built or the public function called, never at a step.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import torch
 import torchvision.transforms.functional as TF
 
-from diffnb.ddpm import (EmbeddingBatch, Estimator, _check_embeds, _check_timesteps, cfg_combine, denoise_loop,
-                         pure_noise, run_unet, scheduler_of, strided_timesteps)
+from diffnb.ddpm import (EmbeddingBatch, Estimator, _check_blur, _check_embeds, _check_generator, _check_sample,
+                         _check_scale, _check_timesteps, _denoise, _model_device_dtype, _noise, cfg_combine, run_unet,
+                         scheduler_of, strided_timesteps)
 from diffnb.models import check_bundle
 
 
@@ -77,6 +80,8 @@ class NegateView(View):
 
 
 def _check_views(views) -> list[View]:
+    if isinstance(views, View) or not hasattr(views, "__iter__"):
+        raise TypeError(f"views must be a list of views, got {views!r}; e.g. [IdentityView(), FlipView()]")
     views = list(views)
     if not views:
         raise ValueError("give at least one view, e.g. [IdentityView(), FlipView()]")
@@ -93,7 +98,9 @@ def anagram_estimator(stage1, views: Sequence[View], cond_embeds: Sequence[torch
     """``(x_t, t) -> (eps, variance)``: mean over k of inverse_view_k(CFG eps of prompt k on view_k(x)).
 
     One UNet call per step on the batch [view_1(x) (uncond), view_1(x) (cond_1), view_2(x) ...].
+    ``scale`` (gamma, negative legal) is checked here, once.
     """
+    scale = _check_scale(scale)
     batch = EmbeddingBatch([e for c in cond_embeds for e in (uncond_embeds, c)])
 
     def estimate(x, t):
@@ -127,8 +134,11 @@ def hybrid_estimator(stage1, cond_low: torch.Tensor, cond_high: torch.Tensor, un
     """``(x_t, t) -> (eps, variance)``: lowpass(CFG eps of ``cond_low``) + highpass(CFG eps of ``cond_high``).
 
     One UNet call per step on [x (uncond), x (cond_low), x (cond_high)] (the unconditional pass is shared).
-    The variance is ``cond_low``'s conditional variance.
+    The variance is ``cond_low``'s conditional variance. ``scale`` (gamma, negative legal), ``kernel_size``
+    and ``sigma`` are checked here, once.
     """
+    scale = _check_scale(scale)
+    kernel_size, sigma = _check_blur(kernel_size, sigma)
     batch = EmbeddingBatch([uncond_embeds, cond_low, cond_high])
 
     def estimate(x, t):
@@ -142,10 +152,16 @@ def hybrid_estimator(stage1, cond_low: torch.Tensor, cond_high: torch.Tensor, un
 
 # --------------------------------------------------------------------------- the course's functions
 
-def _start(stage1, timesteps, generator, num_images, height, width):
-    check_bundle(stage1)
+def _start(stage1, timesteps, generator, num_images, height, width, where):
+    """The strided list and the pure noise, once every input is checked (the estimator already is)."""
+    n, h, w = _check_sample(stage1, num_images, height, width)
+    _check_generator(generator)
     ts = strided_timesteps(stage1) if timesteps is None else _check_timesteps(timesteps, scheduler_of(stage1))
-    return ts, pure_noise(stage1, generator, num_images, height, width)
+    return ts, _noise(stage1, generator, n, h, w, where)
+
+
+def _loop(stage1, x, ts, est, generator, progress, desc):
+    return _denoise(x, ts, 0, stage1, scheduler_of(stage1), est, generator, None, None, 5, progress, desc)
 
 
 def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor], uncond_embeds: torch.Tensor,
@@ -156,17 +172,19 @@ def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor],
 
     ``prompts`` are embeddings ``(1, L, D)``, one per view. ``timesteps`` defaults to
     ``strided_timesteps(stage1)``. Returns the image ``(num_images, C, H, W)``; ``views[k].view(result)``
-    is what prompt k should look like.
+    is what prompt k should look like. ``scale`` is gamma (negative legal); ``num_images`` >= 1.
     """
+    check_bundle(stage1)
     views = _check_views(views)
     prompts = list(prompts)
     if len(prompts) != len(views):
         raise ValueError(f"give one prompt embedding per view: {len(views)} views, {len(prompts)} prompts")
-    conds = [_check_embeds(p, stage1, f"prompts[{k}]") for k, p in enumerate(prompts)]
-    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds")
-    ts, x = _start(stage1, timesteps, generator, num_images, height, width)
-    est = anagram_estimator(stage1, views, conds, u, float(scale))
-    return denoise_loop(x, ts, 0, stage1, est, generator, progress=progress, desc="anagram")
+    where = _model_device_dtype(stage1)
+    conds = [_check_embeds(p, stage1, f"prompts[{k}]", where) for k, p in enumerate(prompts)]
+    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
+    est = anagram_estimator(stage1, views, conds, u, scale)
+    ts, x = _start(stage1, timesteps, generator, num_images, height, width, where)
+    return _loop(stage1, x, ts, est, generator, progress, "anagram")
 
 
 def make_flip_illusion(stage1, prompt1: torch.Tensor, prompt2: torch.Tensor, uncond_embeds: torch.Tensor,
@@ -175,8 +193,8 @@ def make_flip_illusion(stage1, prompt1: torch.Tensor, prompt2: torch.Tensor, unc
                        width: int | None = None, progress: bool = False) -> torch.Tensor:
     """Section 1.8: ``prompt1`` upright, ``prompt2`` rotated 180 degrees.
 
-    eps = (CFG eps of prompt 1 on x + flip(CFG eps of prompt 2 on flip(x))) / 2.
-    Returns ``(num_images, C, H, W)``; ``FlipView().view(result)`` shows prompt 2.
+    eps = (CFG eps of prompt 1 on x + flip(CFG eps of prompt 2 on flip(x))) / 2; ``scale`` is gamma
+    (negative legal). Returns ``(num_images, C, H, W)``; ``FlipView().view(result)`` shows prompt 2.
     """
     return make_anagram(stage1, [IdentityView(), FlipView()], [prompt1, prompt2], uncond_embeds, timesteps, scale,
                         generator, num_images, height, width, progress)
@@ -190,20 +208,19 @@ def make_hybrids(stage1, prompt_low: torch.Tensor, prompt_high: torch.Tensor, un
     """Section 1.9: a hybrid image, coarse shapes from ``prompt_low``, fine detail from ``prompt_high``.
 
     eps = lowpass(eps_low) + highpass(eps_high), lowpass a ``kernel_size`` Gaussian blur with std
-    ``sigma``; the variance is ``prompt_low``'s.  Returns ``(num_images, C, H, W)``.
+    ``sigma``; the variance is ``prompt_low``'s.  ``scale`` is gamma (negative legal); ``num_images`` >= 1.
+    Returns ``(num_images, C, H, W)``.
     """
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 \
-            or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
-    c_low = _check_embeds(prompt_low, stage1, "prompt_low")
-    c_high = _check_embeds(prompt_high, stage1, "prompt_high")
-    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds")
-    ts, x = _start(stage1, timesteps, generator, num_images, height, width)
-    h, w = x.shape[-2:]
+    check_bundle(stage1)
+    kernel_size, sigma = _check_blur(kernel_size, sigma)
+    where = _model_device_dtype(stage1)
+    c_low = _check_embeds(prompt_low, stage1, "prompt_low", where)
+    c_high = _check_embeds(prompt_high, stage1, "prompt_high", where)
+    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
+    est = hybrid_estimator(stage1, c_low, c_high, u, scale, kernel_size, sigma)
+    _, h, w = _check_sample(stage1, num_images, height, width)
     if kernel_size // 2 >= min(h, w):
         raise ValueError(f"kernel_size={kernel_size} is too large for a {h} x {w} image (reflect padding needs "
                          f"kernel_size // 2 < {min(h, w)}); use a smaller kernel_size")
-    est = hybrid_estimator(stage1, c_low, c_high, u, float(scale), int(kernel_size), float(sigma))
-    return denoise_loop(x, ts, 0, stage1, est, generator, progress=progress, desc="hybrid")
+    ts, x = _start(stage1, timesteps, generator, num_images, height, width, where)
+    return _loop(stage1, x, ts, est, generator, progress, "hybrid")

@@ -10,6 +10,9 @@ Conventions (stated once):
 """
 from __future__ import annotations
 
+import numbers
+import struct
+import zlib
 from pathlib import Path
 from typing import Union
 
@@ -24,23 +27,40 @@ Size = Union[int, tuple[int, int]]
 ImageSource = Union[str, Path, Image.Image]
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def _size_hw(size: Size) -> tuple[int, int]:
-    if isinstance(size, bool):
-        raise TypeError(f"size must be an int or (height, width), got {size!r}")
-    if isinstance(size, int):
+    """``size`` as ``(H, W)``: a positive int (a square) or a pair of positive ints."""
+    if _is_int(size):
         size = (size, size)
-    try:
-        h, w = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise TypeError(f"size must be an int or (height, width), got {size!r}; "
-                        "use the model's unet.config.sample_size") from None
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) for s in size)):
+        raise TypeError(f"size must be a positive int or a pair of ints (height, width), got {size!r} "
+                        f"({type(size).__name__}); use the model's size, e.g. stage1.unet.config.sample_size (32)")
+    h, w = int(size[0]), int(size[1])
     if h <= 0 or w <= 0:
-        raise ValueError(f"size must be positive, got {(h, w)}")
+        raise ValueError(f"size must be positive, got {(h, w)}; use the model's size, e.g. "
+                         "stage1.unet.config.sample_size (32)")
     return h, w
+
+
+#: What PIL raises for a truncated or damaged file (decoders: OSError, PNG chunks: SyntaxError ...).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+def _damaged(what: str, where, err: BaseException) -> ValueError:
+    detail = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+    return ValueError(f"the {what} file {where} is damaged or truncated (PIL: {detail}); re-download or re-save it "
+                      "(check that it opens in an image viewer), or pass another file")
 
 
 def _open(path_or_pil: ImageSource, what: str = "image") -> Image.Image:
     if isinstance(path_or_pil, Image.Image):
+        try:
+            path_or_pil.load()                              # a lazily opened file decodes here
+        except _DECODE_ERRORS as err:
+            raise _damaged(what, getattr(path_or_pil, "filename", "") or "(a PIL image)", err) from None
         return path_or_pil
     if not isinstance(path_or_pil, (str, Path)):
         raise TypeError(f"{what} must be a file path or a PIL image, got {type(path_or_pil).__name__}")
@@ -54,7 +74,12 @@ def _open(path_or_pil: ImageSource, what: str = "image") -> Image.Image:
         img = Image.open(path)
         img.load()
     except UnidentifiedImageError as err:
-        raise ValueError(f"{path} is not an image PIL can read (PNG, JPEG, WebP, BMP, GIF, TIFF ...)") from err
+        raise ValueError(f"{path} is not an image PIL can read (PNG, JPEG, WebP, BMP, GIF, TIFF ...); "
+                         "pass an image file, or re-save this one as PNG or JPEG") from err
+    except PermissionError:
+        raise
+    except _DECODE_ERRORS as err:                           # "image file is truncated", "broken data stream" ...
+        raise _damaged(what, path, err) from None
     return img
 
 
@@ -89,8 +114,10 @@ def load_image(path_or_pil: ImageSource, size: Size) -> torch.Tensor:
     Any mode (RGB, RGBA, L, P, CMYK, 16-bit ...) becomes RGB; the shorter side is resized and the
     centre cropped to ``size`` (use ``stage1.unet.config.sample_size``).
 
-    Returns ``(1, 3, H, W)`` float32 in [-1, 1].
+    ``size`` is a positive int or a pair of ints; a damaged or truncated file is one ``ValueError``
+    naming it. Returns ``(1, 3, H, W)`` float32 in [-1, 1].
     """
+    size = _size_hw(size)                                   # before the file is read
     img = _resize_crop(_to_rgb(_open(path_or_pil)), size)
     x = TF.to_tensor(img)                                   # (3, H, W) in [0, 1]
     return (x * 2 - 1).unsqueeze(0)                         # (1, 3, H, W) in [-1, 1]
@@ -108,6 +135,7 @@ def load_mask(path_or_pil: ImageSource, size: Size) -> torch.Tensor:
 
     Greys are thresholded at 50 %. Returns ``(1, 1, H, W)`` float32 of 0s and 1s.
     """
+    size = _size_hw(size)                                   # before the file is read
     img = _to_rgb(_open(path_or_pil, what="mask")).convert("L")
     img = _resize_crop(img, size)
     m = TF.to_tensor(img)                                   # (1, H, W) in [0, 1]

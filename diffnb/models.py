@@ -191,7 +191,7 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
         if not (folder / "model_index.json").is_file():
             if model == "mini":
                 raise FileNotFoundError(
-                    f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini train` "
+                    f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini train --overwrite-shipped` "
                     "(minutes on a GPU, hours on 2 CPU cores), or restore data/models/mini-if from the repository")
             raise FileNotFoundError(f"the 'tiny' model is missing ({folder}); recreate it with "
                                     "`python -m diffnb.models make-tiny`")
@@ -202,8 +202,10 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
             pipe = IFPipeline.from_pretrained(
                 source, text_encoder=None, tokenizer=None, safety_checker=None, feature_extractor=None,
                 watermarker=None, requires_safety_checker=False, dtype=dtype, **kwargs)
-    except _hub_errors() as err:
+    except Exception as err:
         if model != "deepfloyd":
+            raise _damaged_folder_error(Path(source), _remake_hint(model), err) from err
+        if not isinstance(err, _hub_errors()):
             raise
         raise RuntimeError(
             f"could not load {source} ({type(err).__name__}). The DeepFloyd IF weights are gated: "
@@ -223,6 +225,41 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
     return check_bundle(pipe)
 
 
+def _remake_hint(model: str) -> str:
+    if model == "tiny":
+        return "re-create it with `python -m diffnb.models make-tiny`"
+    return ("restore the shipped copy with `git checkout -- data/models/mini-if` (or retrain it, see "
+            "`python -m diffnb.mini train --help`)")
+
+
+def _damaged_file(path: Path) -> str | None:
+    """Why ``path`` (a .safetensors or .json file of a model folder) cannot be read, or None if it can."""
+    import json
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)                       # header and offsets; the data is checked by its size
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+    except Exception as err:                                # SafetensorError, JSONDecodeError, UnicodeError ...
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+    return None
+
+
+def _damaged_folder_error(folder: Path, hint: str, err: BaseException) -> RuntimeError:
+    """One clear error for a model folder that diffusers could not load: the damaged file and the fix."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".safetensors", ".json"):
+            why = _damaged_file(path)
+            if why is not None:
+                return RuntimeError(f"the model file {path} is damaged ({why}); {hint}")
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    return RuntimeError(f"could not load the model folder {folder} ({type(err).__name__}: {first}); "
+                        f"its files may be damaged or incomplete: {hint}")
+
+
 def check_bundle(bundle):
     """Check that ``bundle`` can drive Part A and return it unchanged.
 
@@ -230,6 +267,10 @@ def check_bundle(bundle):
     and ``.scheduler``, a ``DDPMScheduler`` with learned-range variance predicting epsilon.
     """
     missing = [name for name in ("unet", "scheduler") if getattr(bundle, name, None) is None]
+    if len(missing) == 2:
+        got = "None" if bundle is None else f"a {type(bundle).__name__}"
+        raise TypeError(f"stage1 must be a stage-1 bundle with .unet and .scheduler, got {got}; load one with "
+                        "diffnb.models.load_stage1('mini') (or 'tiny', 'deepfloyd')")
     if missing:
         raise ValueError(f"the stage-1 bundle ({type(bundle).__name__}) has no {' or '.join('.' + m for m in missing)}; "
                          "pass load_stage1(...) or any object with .unet and .scheduler")

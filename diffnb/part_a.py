@@ -120,7 +120,8 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
 
     settings = part_a_settings(profile, model=model, seed=seed, **overrides)
     if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
-        raise TypeError(f"seed must be an int, got {settings['seed']!r}")
+        raise TypeError(f"seed must be an int, got {settings['seed']!r} ({type(settings['seed']).__name__}); "
+                        "pass an integer such as 100, or None for the profile's")
     dev = get_device(device)
     name = settings["model"]
     stage1 = load_stage1(name, device=dev)

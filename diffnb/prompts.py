@@ -135,15 +135,46 @@ def load_embeddings(path: str | Path | None = None) -> PromptEmbeddings:
             f"embeddings file not found: {path}. The pack ships {default_embeddings_path('tiny')} "
             "(recreate it with `python -m diffnb.models make-tiny`); a course .pth file goes under data/embeddings/.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        table = load_file(str(path))
+        table = _read_safetensors(path, _remake_hint(path))
     elif path.suffix in (".pth", ".pt"):
-        table = torch.load(path, map_location="cpu", weights_only=True)   # never unpickle code
+        import pickle
+        try:
+            table = torch.load(path, map_location="cpu", weights_only=True)   # never unpickle code
+        except pickle.UnpicklingError as err:
+            blocked = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+            detail = f" ({blocked[0][:120]})" if blocked else ""
+            raise ValueError(f"{path} is refused: it holds more than tensors{detail}, and diffnb loads only "
+                             "tensors from a .pth file (torch.load(weights_only=True) never runs code from a file). "
+                             "Use embeddings from a source you trust, saved as a dict prompt -> tensor "
+                             "(torch.save({prompt: tensor}, path), or PromptEmbeddings.save)") from None
+        except (RuntimeError, EOFError, OSError) as err:
+            first = str(err).splitlines()[0].split(". ")[0][:120] if str(err) else ""
+            raise ValueError(f"{path} is damaged or not a torch file ({type(err).__name__}: {first}); "
+                             f"{_remake_hint(path)}") from None
         if not isinstance(table, Mapping):
             raise ValueError(f"{path} holds a {type(table).__name__}; expected a dict prompt -> tensor (1, 77, 4096)")
     else:
         raise ValueError(f"unknown embeddings format {path.suffix!r} for {path}; use .safetensors or .pth")
     return PromptEmbeddings(table, source=path)
+
+
+def _remake_hint(path: Path) -> str:
+    if path.resolve() == default_embeddings_path("tiny").resolve():
+        return ("re-create it with `python -m diffnb.models make-tiny` (or restore it with "
+                f"`git checkout -- data/embeddings/{path.name}`)")
+    return "re-create it (PromptEmbeddings.save writes one) or copy it again from where it came"
+
+
+def _read_safetensors(path: Path, hint: str) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with one clear error naming the file and ``hint`` when it is damaged."""
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except Exception as err:                                # SafetensorError (header, truncation), OSError ...
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        first = str(err).splitlines()[0][:160] if str(err) else ""
+        raise ValueError(f"the embeddings file {path} is damaged ({type(err).__name__}: {first}); {hint}") from None
 
 
 def make_random_embeddings(prompts: Sequence[str] = COURSE_PROMPTS, seed: int = 0,
@@ -181,7 +212,7 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
     allows a download (needs the IF licence accepted and a login; tokens come from the environment).
     Returns a ``PromptEmbeddings`` with one ``(1, 77, 4096)`` float32 tensor per prompt.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     prompts = list(dict.fromkeys(prompts))                  # unique, in order
     for p in prompts:
@@ -193,7 +224,11 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
     for p in prompts:
         f = _cache_file(cache_dir, model_id, p)
         if f.is_file():
-            table[p] = load_file(str(f))["embedding"]
+            hint = f"delete it (or the whole cache {cache_dir}) and run again: the prompt is re-encoded with T5"
+            cached = _read_safetensors(f, hint)
+            if "embedding" not in cached:
+                raise ValueError(f"the embeddings cache file {f} has no 'embedding' tensor; {hint}")
+            table[p] = cached["embedding"]
         else:
             missing.append(p)
     if missing:
