@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from .devices import get_device
-from .paths import build_dir
+from .paths import build_dir, check_folder
 
 # Bump whenever the rendered bytes change: cached datasets with another version are re-rendered.
 RENDERER_VERSION = "diffnb-digits-2"
@@ -593,17 +593,7 @@ def load_digits(source: str = "synthetic", train: bool = True, root: Path | str 
 
 
 def _check_root(root) -> Path:
-    """``root`` as a Path: a folder, or a path where one can be made (no file in the way)."""
-    if not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"root must be a folder path (str or Path) or None, got {root!r}")
-    root = Path(root)
-    for p in (root, *root.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise ValueError(f"root must be a folder, but {p} is a file; pass another root (or None for "
-                                 "the default under build/data)")
-            break
-    return root
+    return check_folder(root, "root", "the default under build/data")
 
 
 def _download_mnist(root: Path, train: bool):

@@ -35,3 +35,19 @@ def build_dir() -> Path:
     path = Path(env) if env else project_root() / "build"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_folder(path, name: str, default: str) -> Path:
+    """``path`` as a Path to a folder that exists or can be made (no file in the way), else a clear error
+    naming the argument ``name``; ``default`` says what passing None gives (for the message)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a folder path (str or Path) or None, got {path!r}")
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise ValueError(f"{name} must be a folder, but {path} {where}; pass another {name} "
+                                 f"(or None for {default})")
+            break
+    return path

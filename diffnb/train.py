@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from . import flow
 from .cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from .devices import get_device
-from .paths import build_dir
+from .paths import build_dir, check_folder
 from .progress import progress as tqdm
 from .unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
@@ -210,18 +210,7 @@ def _load_state(run_dir: Path) -> dict | None:
 
 
 def _check_run_dir(run_dir) -> Path:
-    """``run_dir`` as a Path; a folder, or a path where one can be made (no file in the way)."""
-    if not isinstance(run_dir, (str, os.PathLike)):
-        raise TypeError(f"run_dir must be a folder path (str or Path) or None, got {run_dir!r}")
-    run_dir = Path(run_dir)
-    for p in (run_dir, *run_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is a file" if p == run_dir else f"lies under {p}, which is a file"
-                raise ValueError(f"run_dir must be a folder, but {run_dir} {where}; "
-                                 "pass another run_dir (or None for build/runs/...)")
-            break
-    return run_dir
+    return check_folder(run_dir, "run_dir", "build/runs/...")
 
 
 def _differences(stored: dict, config: TrainConfig) -> str:
