@@ -35,9 +35,7 @@ from diffnb import world          # ddpm and guidance (diffusers) are imported w
 EVAL_SEED = 5_000_001
 
 
-def unit(x: torch.Tensor) -> torch.Tensor:
-    """Model images in [-1, 1] -> [0, 1] (what the judge reads)."""
-    return ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
+from diffnb.images import to_display as unit   # noqa: E402  model images in [-1, 1] -> [0, 1] (what the judge reads)
 
 
 def world_images(n: int, seed: int = EVAL_SEED, digits=None, styles=None, like: torch.Tensor | None = None,
@@ -52,7 +50,8 @@ def world_images(n: int, seed: int = EVAL_SEED, digits=None, styles=None, like: 
 
 def describe(judge, images: torch.Tensor, prompts: Sequence[str]) -> list[str]:
     """One line per image: the prompt, what the judge reads (digit, style) and whether it matches."""
-    digit, _, style, _ = judge.predict(unit(images))
+    reading = judge.predict(unit(images))
+    digit, style = reading.digit, reading.style
     lines = []
     for p, d, s in zip(prompts, digit.tolist(), style.tolist()):
         want_d, want_s = world.parse_prompt(p)
@@ -203,8 +202,8 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
                            torch.Generator().manual_seed(seed), num_images=n)
 
     def both(x):
-        up, _, _, _ = judge.predict(unit(x))
-        down, _, _, _ = judge.predict(unit(flip.view(x)))
+        up = judge.predict(unit(x)).digit
+        down = judge.predict(unit(flip.view(x))).digit
         return (up == d1) & (down == d2), (up == d1), (down == d2)
 
     ok, up_ok, down_ok = both(ill)
@@ -217,8 +216,8 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
 def score_hybrid(judge, images: torch.Tensor, d_low, d_high) -> dict:
     """Read hybrids: ``far`` = the share whose far view (``far_view``) reads as ``d_low``, ``near`` = the
     share whose full image reads as ``d_high``, ``success`` = both, with the per-image ``ok``."""
-    far, _, _, _ = judge.predict(unit(far_view(images)))
-    near, _, _, _ = judge.predict(unit(images))
+    far = judge.predict(unit(far_view(images))).digit
+    near = judge.predict(unit(images)).digit
     ok = (far == d_low) & (near == d_high)
     return dict(success=float(ok.float().mean()), far=float((far == d_low).float().mean()),
                 near=float((near == d_high).float().mean()), ok=ok)

@@ -1,6 +1,8 @@
 """Part B objectives and samplers: denoising, and flow matching with time and class conditioning.
 
 Conventions (stated once):
+  * Part B's x_0 is noise and x_1 is data (the write-up's flow matching); Part A's x_0 is the clean
+    image (``diffnb.ddpm``, DDPM's convention), so the same name means opposite ends in the two parts;
   * flow time t=0 is noise, t=1 is data: ``x_t = (1 - t) x_0 + t x_1`` with ``x_0 ~ N(0, I)``;
   * the network predicts the velocity ``u = x_1 - x_0`` (constant along each straight path);
   * samplers integrate ``dx/dt = u(x, t)`` with Euler from t=0 to t=1 in ``num_ts`` equal steps;
@@ -128,8 +130,9 @@ def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int) -> torch.Tensor:
     return x
 
 
-def cfg_velocity(u_cond: torch.Tensor, u_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: u = u_uncond + gamma (u_cond - u_uncond).
+def cfg_velocity(u_uncond: torch.Tensor, u_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: u = u_uncond + gamma (u_cond - u_uncond); unconditional first, as
+    Part A's ``diffnb.ddpm.cfg_combine(eps_uncond, eps_cond, scale)``.
 
     gamma = 1 is conditional sampling, 0 unconditional, > 1 guided; a negative gamma is legal (it
     steers away from the class).  Unchecked: ``class_fm_sample`` checks gamma once per call."""
@@ -184,7 +187,7 @@ def class_fm_sample(unet: nn.Module, c: torch.Tensor, img_wh: tuple[int, int] = 
     def velocity(x, t):
         u = unet(torch.cat([x, x]), c2, torch.cat([t, t]), mask)   # (2N, C, H, W): cond | uncond
         u_cond, u_uncond = u.chunk(2)
-        return cfg_velocity(u_cond, u_uncond, guidance_scale)
+        return cfg_velocity(u_uncond, u_cond, guidance_scale)
 
     was_training = unet.training
     unet.eval()

@@ -7,12 +7,16 @@ be read as the digit that was asked for, unconditional samples should be read as
 A plain ten-way classifier reads almost any blob as *some* digit, often confidently.  So the judge
 has an eleventh class, "not a digit", learnt from scrambled digits: real digits cut into 7x7
 tiles and shuffled (strokes without a digit's layout) and two digits overlaid.  A sample counts as
-legible when the judge picks one of the ten digits with probability at least 0.9.
+legible when the judge picks one of the ten digits with probability at least ``LEGIBLE`` (0.9).
+
+Both judges (this one and the digit world's, ``diffnb.world_judge``) answer ``predict`` with one
+``Reading`` and count legible samples with one rule, ``legible``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +27,27 @@ from .paths import build_dir
 
 
 NOT_A_DIGIT = 10
+
+#: a sample is legible when read as one of the ten digits (not ``NOT_A_DIGIT``) with probability >= this,
+#: for both judges (``Judge.summary``, ``diffnb.world_judge.WorldJudge.read``)
+LEGIBLE = 0.9
+
+
+class Reading(NamedTuple):
+    """What a judge reads in N images, each field (N,) on the CPU.
+
+    ``digit``: 0-9 or ``NOT_A_DIGIT`` (10); ``p_digit``: its softmax probability (the confidence);
+    ``style``, ``p_style``: the style (an index into ``diffnb.world.STYLES``) and its probability,
+    ``None`` from Part B's judge, which reads no style."""
+    digit: torch.Tensor
+    p_digit: torch.Tensor
+    style: torch.Tensor | None = None
+    p_style: torch.Tensor | None = None
+
+
+def legible(reading: Reading, threshold: float = LEGIBLE) -> torch.Tensor:
+    """(N,) bool: read as one of the ten digits with probability >= ``threshold``."""
+    return (reading.digit != NOT_A_DIGIT) & (reading.p_digit >= threshold)
 
 
 class DigitClassifier(nn.Module):
@@ -46,8 +71,8 @@ class Judge:
     test_accuracy: float          # on the clean held-out test split
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted digit and its probability for images (N, 1, 28, 28) in [0, 1] (clamped)."""
+    def predict(self, images: torch.Tensor) -> Reading:
+        """``Reading(digit, p_digit)`` (style fields ``None``) for images (N, 1, 28, 28) in [0, 1] (clamped)."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be digits (N, 1, 28, 28), got {got}")
@@ -60,19 +85,18 @@ class Judge:
         dev = next(self.model.parameters()).device
         probs = F.softmax(self.model(images.to(dev).float().clamp(0, 1)), dim=1)
         conf, pred = probs.max(dim=1)
-        return pred.cpu(), conf.cpu()
+        return Reading(pred.cpu(), conf.cpu())
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        pred, _ = self.predict(images)
-        return (pred == labels.cpu()).float().mean().item()
+        return (self.predict(images).digit == labels.cpu()).float().mean().item()
 
-    def summary(self, images: torch.Tensor, threshold: float = 0.9) -> dict:
+    def summary(self, images: torch.Tensor, threshold: float = LEGIBLE) -> dict:
         """Share of samples read as a digit with probability >= threshold ("legible"), how many
         different digits those cover, and the count of each reading (index 10: not a digit)."""
-        pred, conf = self.predict(images)
-        legible = (conf >= threshold) & (pred != NOT_A_DIGIT)
-        return {"legible": legible.float().mean().item(),
-                "digits_covered": len(set(pred[legible].tolist())),
+        reading = self.predict(images)
+        pred, ok = reading.digit, legible(reading, threshold)
+        return {"legible": ok.float().mean().item(),
+                "digits_covered": len(set(pred[ok].tolist())),
                 "counts": torch.bincount(pred, minlength=11).tolist()}
 
 

@@ -40,6 +40,7 @@ from . import flow
 from .cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from .devices import get_device
 from .paths import build_dir, check_folder
+from .runs import CheckpointError, RunLock, atomic_write, clean_temporaries, verified
 from .progress import progress as tqdm
 from .unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
@@ -175,14 +176,7 @@ class TrainResult:
         return load_model(self.config, epoch, device=device, run_dir=self.run_dir)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+_atomic_write = atomic_write         # the shared one (temporary file, fsync, os.replace, checksum recorded)
 
 
 def _save_epoch(run_dir: Path, epoch: int, model: nn.Module, state: dict) -> None:
@@ -198,6 +192,7 @@ def _load_state(run_dir: Path) -> dict | None:
     path = run_dir / "state.pt"
     if not path.exists():
         return None
+    verified(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not {"epoch", "config", "losses", "epoch_ends"} <= set(state):
@@ -230,6 +225,8 @@ def _check_same_run(stored: dict, config: TrainConfig, run_dir: Path) -> None:
 
 def _load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
     """Checkpoint ``path`` into ``model``, with clear errors for a damaged file or other shapes."""
+    if path.exists():
+        verified(path)
     try:
         weights = load_file(str(path), device=str(device))
     except FileNotFoundError:
@@ -285,6 +282,14 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         raise ValueError("labels were given without images; pass both, or neither to load config.data")
     run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
     run_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator is not None and not accelerator.is_main_process:
+        return _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph)
+    with RunLock(run_dir):                 # one process per run folder; the checks below cannot be raced
+        clean_temporaries(run_dir)
+        return _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph)
+
+
+def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph):
     state = _load_state(run_dir)
     if state is not None:
         _check_same_run(state["config"], config, run_dir)
@@ -465,6 +470,7 @@ def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
         raise FileNotFoundError(
             f"no checkpoint for {config.name!r} after epoch {epoch} (looked for {path}); {where}, "
             "with the same profile and overrides as this notebook")
+    verified(path)
     stored = _stored_config(path)
     if stored is None:
         state = _load_state(run_dir)

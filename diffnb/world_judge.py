@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from .devices import get_device
 
-from .judge import NOT_A_DIGIT, reset_parameters, scramble
+from .judge import LEGIBLE, NOT_A_DIGIT, Reading, legible, reset_parameters, scramble
 from .paths import build_dir, data_dir
 from .world import SIZE, STYLES, render_world
 
@@ -127,9 +127,8 @@ class WorldJudge:
         return self._held_out()[1]
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch_size: int = 1024
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(digit, digit_conf, style, style_conf), each (N,) on the CPU, for images (N, 3, 32, 32)
+    def predict(self, images: torch.Tensor, batch_size: int = 1024) -> Reading:
+        """``Reading(digit, p_digit, style, p_style)`` (``diffnb.judge.Reading``), each (N,) on the CPU, for images (N, 3, 32, 32)
         in [0, 1] (clamped; convert [-1, 1] samples first).  ``digit`` 10 is ``NOT_A_DIGIT``;
         the confidences are softmax probabilities of the predicted classes."""
         if not isinstance(images, torch.Tensor):
@@ -151,12 +150,11 @@ class WorldJudge:
             for lst, t in zip(out, (d, dc, s, sc)):
                 lst.append(t.cpu())
         if not len(images):
-            return (torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, dtype=torch.long),
-                    torch.zeros(0))
-        d, dc, s, sc = (torch.cat(lst) for lst in out)
-        return d, dc, s, sc
+            return Reading(torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0, dtype=torch.long),
+                           torch.zeros(0))
+        return Reading(*(torch.cat(lst) for lst in out))
 
-    def read(self, images: torch.Tensor, digit=None, style=None, threshold: float = 0.5) -> dict:
+    def read(self, images: torch.Tensor, digit=None, style=None, threshold: float = LEGIBLE) -> dict:
         """How the judge reads ``images`` against what was asked for.
 
         ``digit``: an int 0-9 or (N,) ints; ``style``: an index, a name in ``STYLES`` or N of them.
@@ -164,7 +162,8 @@ class WorldJudge:
         ``style_accuracy`` (read as ``style``), ``both`` (both right) - ``None`` where the digit or
         style was not given - and ``legible`` (read as one of the ten digits, not ``NOT_A_DIGIT``,
         with probability >= ``threshold``)."""
-        d, dc, s, _ = self.predict(images)
+        reading = self.predict(images)
+        d, s = reading.digit, reading.style
         n = len(d)
         if n == 0:
             raise ValueError("read needs at least one image")
@@ -174,7 +173,7 @@ class WorldJudge:
         return {"digit_accuracy": share(digit_ok),
                 "style_accuracy": share(style_ok),
                 "both": share(digit_ok & style_ok) if digit_ok is not None and style_ok is not None else None,
-                "legible": ((d != NOT_A_DIGIT) & (dc >= threshold)).float().mean().item()}
+                "legible": legible(reading, threshold).float().mean().item()}
 
 
 def cache_path(seed: int = 0, n_train: int = 30000, epochs: int = 6):

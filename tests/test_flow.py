@@ -80,8 +80,8 @@ def test_cfg_formula_and_single_batched_pass():
 
 
 def test_cfg_scale_one_is_conditional_sampling():
-    torch.testing.assert_close(flow.cfg_velocity(torch.tensor(3.0), torch.tensor(-2.0), 1.0), torch.tensor(3.0))
-    torch.testing.assert_close(flow.cfg_velocity(torch.tensor(3.0), torch.tensor(-2.0), 0.0), torch.tensor(-2.0))
+    torch.testing.assert_close(flow.cfg_velocity(torch.tensor(-2.0), torch.tensor(3.0), 1.0), torch.tensor(3.0))
+    torch.testing.assert_close(flow.cfg_velocity(torch.tensor(-2.0), torch.tensor(3.0), 0.0), torch.tensor(-2.0))
 
 
 def test_time_fm_forward_target_and_interpolation():

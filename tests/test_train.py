@@ -67,7 +67,8 @@ def test_checkpoints_are_written_atomically_and_load_safely(tmp_path):
     cfg = _config(epochs=2)
     train(cfg, images, labels, device="cpu", run_dir=tmp_path, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["epoch_001.safetensors", "epoch_002.safetensors", "state.pt"]   # no temp files left
+    assert names == [".lock", "checksums.json", "epoch_001.safetensors", "epoch_002.safetensors",
+                     "state.pt"]                       # no temp files left
     model = load_model(cfg, 1, run_dir=tmp_path)
     assert not model.training
     losses, ends = load_history(cfg, run_dir=tmp_path)

@@ -1,0 +1,200 @@
+"""Safe training checkpoints, shared by both trainers (``diffnb.train`` and ``diffnb.mini``).
+
+* ``atomic_write(path, write)``: write into ``.<name>.tmp-<pid>`` in the same folder, fsync, ``os.replace``,
+  then record the file's sha256 in the run folder's ``checksums.json`` (itself written atomically).
+* ``verified(path)``: the path, after checking it against ``checksums.json``; a truncated, altered or
+  unreadable file raises ``CheckpointError`` naming the file, what is wrong and the fix.  A file written
+  before manifests existed (no entry, and no manifest at all) is read as before.
+* ``RunLock(run_dir)``: one process per run folder (``fcntl.flock`` on ``.lock``, which holds JSON
+  {pid, host, started} for the message); a second one is refused at once, naming the holder.
+* ``clean_temporaries(run_dir)``: remove the ``.*.tmp-<pid>`` files of processes that are gone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+MANIFEST = "checksums.json"
+LOCK = ".lock"
+_TMP = re.compile(r"\..+\.tmp-(?P<pid>[0-9]+)")
+
+
+class CheckpointError(RuntimeError):
+    """A damaged checkpoint; ``.path`` the file, ``.last_good`` the last good epoch (Part B) or None."""
+
+    def __init__(self, message: str, path: Path, last_good: int | None = None):
+        super().__init__(message)
+        self.path, self.last_good = Path(path), last_good
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _replace_synced(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_manifest(run_dir: Path) -> dict | None:
+    m = Path(run_dir) / MANIFEST
+    if not m.is_file():
+        return None
+    try:
+        d = json.loads(m.read_text())
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
+        return d
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{m} is damaged ({err}); delete the run folder {run_dir} and train again", m) from err
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], record: bool = True) -> None:
+    """``write(tmp_path)`` then an fsync'd ``os.replace`` onto ``path``; with ``record``, its sha256 goes
+    into ``checksums.json`` beside it (after the file, so a crash in between leaves an entry that
+    does not match: the file is then refused, never read silently)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(str(tmp))
+        digest = _sha256(tmp) if record else None
+        _replace_synced(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    if record:
+        manifest = _read_manifest(path.parent) or {}
+        manifest[path.name] = digest
+        text = json.dumps(manifest, indent=1, sort_keys=True)
+        atomic_write(path.parent / MANIFEST, lambda p: Path(p).write_text(text), record=False)
+
+
+def verified(path: str | Path, fix: str | None = None, last_good: int | None = None) -> Path:
+    """``path`` after checking its sha256 against the run folder's ``checksums.json``."""
+    path = Path(path)
+    run_dir = path.parent
+    fix = fix or f"delete the run folder {run_dir} and train the run again"
+    manifest = _read_manifest(run_dir)
+    if manifest is None:
+        return path                                  # written before manifests: read as before
+    want = manifest.get(path.name)
+    if want is None:
+        raise CheckpointError(f"{path} has no checksum in {run_dir / MANIFEST} (it was not written by the "
+                              f"trainer, or the save was interrupted); {fix}", path, last_good)
+    try:
+        got = _sha256(path)
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read ({err}); {fix}", path, last_good) from err
+    if got != want:
+        size = path.stat().st_size
+        raise CheckpointError(f"{path} is damaged: its sha256 does not match the one recorded when it was "
+                              f"written ({size} bytes now; truncated or altered); {fix}", path, last_good)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def clean_temporaries(run_dir: str | Path) -> list[Path]:
+    """Remove the ``.<name>.tmp-<pid>`` files of dead processes (or this one) in ``run_dir``; returns them."""
+    removed = []
+    for p in Path(run_dir).iterdir():
+        m = _TMP.fullmatch(p.name)
+        if m and p.is_file() and (int(m["pid"]) == os.getpid() or not _pid_alive(int(m["pid"]))):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+class RunLock:
+    """``with RunLock(run_dir):`` one training process per run folder; others are refused at once."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.fd: int | None = None
+        self.flocked = False
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def _refuse(self, holder: dict):
+        raise RuntimeError(f"{self.run_dir} is in use: another training holds its lock {self.path} "
+                           f"(pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, since "
+                           f"{holder.get('started', '?')}); wait for it to finish or stop it, or pass another run_dir")
+
+    def __enter__(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            import fcntl
+        except ImportError:
+            fcntl = None
+        if fcntl is not None:                        # posix: the kernel lock decides; the JSON is for messages
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self._refuse(self._holder())
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+            self.fd, self.flocked = fd, True
+            return self
+        for _ in range(2):                           # elsewhere: O_EXCL, a dead holder's lock taken over
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                h = self._holder()
+                if h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"]):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                self._refuse(h)
+            os.write(fd, json.dumps(me).encode())
+            self.fd = fd
+            return self
+        self._refuse(self._holder())
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            try:
+                if self.flocked:
+                    os.ftruncate(self.fd, 0)         # the file stays: unlinking it would race a waiting process
+                else:
+                    self.path.unlink(missing_ok=True)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+        return False
