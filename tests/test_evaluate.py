@@ -6,6 +6,7 @@ import torch
 
 from diffnb import evaluate
 from diffnb.world_judge import get_world_judge
+from diffnb.judge import Reading
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ class _DetailJudge:
     def predict(self, x):
         detail = (x[..., 1:] - x[..., :-1]).abs().flatten(1).mean(1)
         digit = (detail < 0.1).long()
-        return digit, None, torch.zeros_like(digit), None
+        return Reading(digit, None, torch.zeros_like(digit), None)
 
 
 def test_hybrid_score_reads_the_far_view_and_the_full_image():
