@@ -38,10 +38,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config  # noq
 from diffusers.models.modeling_utils import ModelMixin  # noqa: E402
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput  # noqa: E402
 
-from diffnb.ddpm import (cfg_combine, denoise_loop, iterative_denoise_cfg, pure_noise, run_unet,  # noqa: E402
+from diffnb.a.denoise import (cfg_combine, denoise_loop, iterative_denoise_cfg, pure_noise, run_unet,  # noqa: E402
                          strided_timesteps)
-from diffnb.guidance import FlipView, IdentityView, anagram_estimator, make_flip_illusion  # noqa: E402
-from diffnb.models import IF_SCHEDULER_CONFIG, tiny_unet_config  # noqa: E402
+from diffnb.a.views import FlipView, IdentityView, anagram_estimator, make_flip_illusion  # noqa: E402
+from diffnb.a.models import IF_SCHEDULER_CONFIG, tiny_unet_config  # noqa: E402
 
 
 class StubUNet(ModelMixin, ConfigMixin):
@@ -232,8 +232,8 @@ def main(argv=None) -> int:
     if not args.skip_small:
         rows += bench_cpu_model("small IF-shaped UNet", small_config(), stride=165, repeats=args.repeats, n=1)
     if args.mini:
-        from diffnb.mini import MAX_WORDS
-        from diffnb.models import load_stage1
+        from diffnb.mini.model import MAX_WORDS
+        from diffnb.a.models import load_stage1
         rows += bench_cpu_model("mini (trained)", None, stride=30, repeats=args.repeats, n=5,
                                 pipe=load_stage1("mini", device="cpu"), length=MAX_WORDS)
     if args.full_size:

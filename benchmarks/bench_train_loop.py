@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 import diffnb
-from diffnb import flow
-from diffnb.data import default_synthetic_root, make_synthetic_mnist
-from diffnb.train import TrainConfig, build_model, train
+from diffnb.b import flow
+from diffnb.b.digits import default_synthetic_root, make_synthetic_mnist
+from diffnb.b.train import TrainConfig, build_model, train
 
 
 def textbook_loop(cfg: TrainConfig, root, device: torch.device, n_images: int) -> float:

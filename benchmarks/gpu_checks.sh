@@ -45,7 +45,7 @@ run_step() {   # name, command...: runs it, logs to OUT/name.log, keeps its exit
 
 run_step tests "$PY" -m pytest -o addopts="" -p no:cacheprovider -q -rs tests/test_train.py tests/test_mini.py -k cuda
 run_step bench "$PY" benchmarks/bench_train_loop.py --device cuda --num-hiddens 64 --images 60000
-run_step mini "$PY" -m diffnb.mini train --device cuda --out "$OUT/mini-if"
+run_step mini "$PY" -m diffnb.mini.model train --device cuda --out "$OUT/mini-if"
 run_step partb "$PY" -m diffnb.pack --only B -p profile seed -p data synthetic -p device cuda --out "$OUT/pack-seed"
 
 for name in $STEPS; do echo "$name: ${RESULT[$name]:-not run (unknown step?)}"; done | tee "$OUT/summary.txt"

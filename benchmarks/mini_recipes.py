@@ -26,9 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffnb import ddpm, evaluate, mini, world  # noqa: E402
-from diffnb.devices import get_device  # noqa: E402
-from diffnb.world_judge import get_world_judge  # noqa: E402
+from diffnb.a import denoise as ddpm
+from diffnb.mini import evaluate, model as mini, world  # noqa: E402
+from diffnb.core.devices import get_device  # noqa: E402
+from diffnb.mini.judge import get_world_judge  # noqa: E402
 
 RECIPES = {
     "shipped": mini.RECIPE,                       # about 1 h on 2 CPU cores; half-size images for 3500 steps
@@ -38,7 +39,7 @@ RECIPES = {
     # a step). Judge at CFG 7 after 750 / 1500 / 2250 / 3000 steps: digit 0% / 0% / 3% / 8%, style 43% /
     # 50% / 67% / 97%. It learns the styles and draws glyph-like strokes, not yet the prompt's digit.
     "cpu_hour_snr": mini.MiniConfig(steps=3000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.0),
-    # the shipped recipe with 300 more steps at half size: 54 min 30 s on 2 CPU cores (`python -m diffnb.mini
+    # the shipped recipe with 300 more steps at half size: 54 min 30 s on 2 CPU cores (`python -m diffnb.mini.model
     # train` with these settings, uninterrupted). Judge at CFG 7: digit 88% of 60 samples (seed 0), 89% of
     # 300 (seed 1), where the shipped model reads 90% and 91%; style 100%.
     "cpu_55min": dataclasses.replace(mini.RECIPE, low_res_steps=3800),
@@ -62,7 +63,7 @@ def parse_recipe(text: str) -> mini.MiniConfig:
 def ema_bundle(cfg: mini.MiniConfig, run_dir: Path, device):
     """The run's EMA model as a stage-1 bundle, and its prompt encoder."""
     from diffusers import DDPMScheduler
-    from diffnb.models import IF_SCHEDULER_CONFIG
+    from diffnb.a.models import IF_SCHEDULER_CONFIG
 
     unet, enc, state = mini.ema_models(cfg, run_dir)
     bundle = type("Bundle", (), {})()

@@ -1,36 +1,39 @@
 """diffnb: the helper package of a Jupyter course pack on diffusion models and flow matching.
 
-The names the notebooks use are importable from here.  Part B (UNets on digits, flow matching)
-is imported eagerly; Part A (DeepFloyd IF) pulls in diffusers, so its names load on first use.
+The names the notebooks use are importable from here.  The package is laid out by audience:
+``a/`` is Part A's course (DeepFloyd IF), ``b/`` Part B's (UNets and flow matching on digits),
+``mini/`` the pack's own small IF-compatible model, ``core/`` the plumbing both share; ``part_a`` and
+``part_b`` set up a notebook, ``profiles`` holds the settings, ``pack`` runs the notebooks.
+
+Part B's names are imported eagerly; Part A's pull in diffusers, so they load on first use.
 """
 from __future__ import annotations
 
 import importlib
 
-from .data import DigitData, load_digits, make_synthetic_mnist, render_digits
-from . import judge
-from .devices import get_device, make_generator, seed_everything
-from .flow import (add_noise, class_fm_forward, class_fm_sample, denoiser_loss, euler_integrate,
-                   pure_noise_loss, time_fm_forward, time_fm_sample)
+from .b.digits import DigitData, load_digits, make_synthetic_mnist, render_digits
+from .core.devices import get_device, make_generator, seed_everything
+from .b.flow import (add_noise, class_fm_forward, class_fm_sample, denoiser_loss, euler_integrate,
+                     pure_noise_loss, time_fm_forward, time_fm_sample)
 from .profiles import part_b_config, part_b_sampling
-from .train import TrainConfig, load_history, load_model, train
-from .unet import (ClassConditionalUNet, Conv, ConvBlock, DownBlock, DownConv, FCBlock, Flatten,
-                   TimeConditionalUNet, UnconditionalUNet, Unflatten, UpBlock, UpConv, count_parameters,
-                   trace_shapes)
+from .b.train import TrainConfig, load_history, load_model, train
+from .b.unet import (ClassConditionalUNet, Conv, ConvBlock, DownBlock, DownConv, FCBlock, Flatten,
+                     TimeConditionalUNet, UnconditionalUNet, Unflatten, UpBlock, UpConv, count_parameters,
+                     trace_shapes)
 
 __version__ = "0.1.0"
 
 # Part A names -> the module that defines them (imported lazily: diffusers is heavy)
 _LAZY = {
-    "load_stage1": "models", "check_bundle": "models",
-    "PromptEmbeddings": "prompts", "load_embeddings": "prompts", "encode_prompts": "prompts",
-    "forward": "ddpm", "strided_timesteps": "ddpm", "one_step_denoise": "ddpm", "add_variance": "ddpm",
-    "iterative_denoise": "ddpm", "iterative_denoise_cfg": "ddpm", "sdedit": "ddpm", "inpaint": "ddpm",
-    "blur_denoise": "ddpm", "estimate_noise": "ddpm", "sample_cfg": "ddpm", "pure_noise": "ddpm",
-    "make_flip_illusion": "guidance", "make_anagram": "guidance", "make_hybrids": "guidance",
-    "FlipView": "guidance", "IdentityView": "guidance", "NegateView": "guidance",
-    "load_image": "images", "to_display": "images", "load_mask": "images", "rectangle_mask": "images",
-    "ellipse_mask": "images",
+    "load_stage1": "a.models", "check_bundle": "a.models",
+    "PromptEmbeddings": "a.prompts", "load_embeddings": "a.prompts", "encode_prompts": "a.prompts",
+    "forward": "a.denoise", "strided_timesteps": "a.denoise", "one_step_denoise": "a.denoise", "add_variance": "a.denoise",
+    "iterative_denoise": "a.denoise", "iterative_denoise_cfg": "a.denoise", "sdedit": "a.denoise", "inpaint": "a.denoise",
+    "blur_denoise": "a.denoise", "estimate_noise": "a.denoise", "sample_cfg": "a.denoise", "pure_noise": "a.denoise",
+    "make_flip_illusion": "a.views", "make_anagram": "a.views", "make_hybrids": "a.views",
+    "FlipView": "a.views", "IdentityView": "a.views", "NegateView": "a.views",
+    "load_image": "a.images", "to_display": "a.images", "load_mask": "a.images", "rectangle_mask": "a.images",
+    "ellipse_mask": "a.images",
 }
 
 

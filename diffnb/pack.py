@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .paths import build_dir, project_root
+from diffnb.core.paths import build_dir, project_root
 
 KERNEL = "python3"
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--timeout must be a positive number of seconds per cell, got {args.timeout}")
 
     params = _parse_params(args.parameter)
-    from .profiles import check_notebook_parameters
+    from diffnb.profiles import check_notebook_parameters
     try:
         check_notebook_parameters(params)             # the kind of each value, before anything runs
     except (TypeError, ValueError) as err:

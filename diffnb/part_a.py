@@ -1,9 +1,9 @@
 """Helpers the Part A notebooks share, so each notebook cell stays one call and one figure.
 
-Plain glue around ``diffnb.models``, ``diffnb.prompts``, ``diffnb.ddpm`` and ``diffnb.images``:
+Plain glue around ``diffnb.a.models``, ``diffnb.a.prompts``, ``diffnb.a.denoise`` and ``diffnb.a.images``:
 resolve the parameters cell, load the stage-1 bundle and the prompt embeddings, load images at the
 model's size, hand out seeded generators, show model images, and compute the numbers the checked
-cells print.  Conventions as in ``diffnb.ddpm``: images ``(N, C, H, W)`` in [-1, 1], timesteps
+cells print.  Conventions as in ``diffnb.a.denoise``: images ``(N, C, H, W)`` in [-1, 1], timesteps
 descending, seeds explicit (a fresh CPU ``torch.Generator`` per run, so a run's noise does not
 depend on the cells before it).
 """
@@ -15,9 +15,9 @@ from typing import Sequence
 
 import torch
 
-from diffnb import plotting
-from diffnb.devices import get_device
-from diffnb.paths import project_root
+from diffnb.core import plotting
+from diffnb.core.devices import get_device
+from diffnb.core.paths import project_root
 from diffnb.profiles import part_a_settings
 
 #: one line per model for the setup cell
@@ -79,7 +79,7 @@ class PartA:
         missing prompt is an error listing the prompts that exist.
         """
         if self.model == "deepfloyd" and prompt not in self.embeddings:
-            from diffnb.prompts import encode_prompts
+            from diffnb.a.prompts import encode_prompts
             self.embeddings = encode_prompts(self.embeddings.prompts + [prompt], device=self.device)
         return self.embeddings.get(prompt, device=self.device, dtype=self.stage1.unet.dtype)
 
@@ -89,7 +89,7 @@ class PartA:
 
     def image(self, path: str | Path) -> torch.Tensor:
         """An image file (repo-relative path) at the model's size: ``(1, 3, H, W)`` in [-1, 1]."""
-        from diffnb.images import load_image
+        from diffnb.a.images import load_image
         return load_image(resolve_path(path), self.size).to(self.device, self.stage1.unet.dtype)
 
     def images(self, paths: Sequence[str | Path]) -> torch.Tensor:
@@ -98,12 +98,12 @@ class PartA:
 
     def mask(self, path: str | Path) -> torch.Tensor:
         """A mask PNG (white = 1 = edit) at the model's size: ``(1, 1, H, W)``."""
-        from diffnb.images import load_mask
+        from diffnb.a.images import load_mask
         return load_mask(resolve_path(path), self.size).to(self.device, self.stage1.unet.dtype)
 
     def timesteps(self, stride: int | None = None) -> list[int]:
         """The strided list 990, 990 - stride, ..., 0 (default stride: the profile's, 30)."""
-        from diffnb.ddpm import strided_timesteps
+        from diffnb.a.denoise import strided_timesteps
         return strided_timesteps(self.stage1, start=990, stride=stride or self.settings["stride"])
 
 
@@ -113,10 +113,10 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
 
     ``tiny`` reads the shipped embeddings file; ``mini`` embeds any prompt of its world with the prompt
     encoder shipped beside it; ``deepfloyd`` computes T5 embeddings of the profile's prompts with
-    ``diffnb.prompts.encode_prompts`` (cached on disk; a clear error if the T5 weights are absent).
+    ``diffnb.a.prompts.encode_prompts`` (cached on disk; a clear error if the T5 weights are absent).
     """
-    from diffnb.models import load_stage1
-    from diffnb.prompts import default_embeddings_path, encode_prompts, load_embeddings
+    from diffnb.a.models import load_stage1
+    from diffnb.a.prompts import default_embeddings_path, encode_prompts, load_embeddings
 
     settings = part_a_settings(profile, model=model, seed=seed, **overrides)
     if not isinstance(settings["seed"], int) or isinstance(settings["seed"], bool):
@@ -129,7 +129,7 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
         prompts = [""] + _prompts_of(settings["prompts"])
         embeddings = encode_prompts(prompts, device=dev)
     elif name == "mini":
-        from diffnb.mini import load_mini_prompts
+        from diffnb.mini.model import load_mini_prompts
         embeddings = load_mini_prompts()
     else:
         embeddings = load_embeddings(default_embeddings_path(name))
@@ -141,11 +141,11 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
 
 
 def world_judge(pa: PartA):
-    """The judge of the digit world (``diffnb.world_judge``) when the model is ``mini``, else ``None``:
+    """The judge of the digit world (``diffnb.mini.judge``) when the model is ``mini``, else ``None``:
     it reads digit and style, which only make sense for pictures of that world."""
     if pa.model != "mini":
         return None
-    from diffnb.world_judge import get_world_judge
+    from diffnb.mini.judge import get_world_judge
     return get_world_judge(device="cpu")
 
 
@@ -153,7 +153,7 @@ def world_judge(pa: PartA):
 
 def show(images, nrow: int = 1, **kwargs):
     """Model images (a tensor ``(N, C, H, W)`` or a list of ``(1 or N, C, H, W)``) in [-1, 1] as a grid."""
-    from diffnb.images import to_display
+    from diffnb.a.images import to_display
     if isinstance(images, (list, tuple)):
         images = torch.cat([x if x.dim() == 4 else x[None] for x in images])
     return plotting.show_grid(to_display(images), nrow=nrow, **kwargs)
@@ -162,7 +162,7 @@ def show(images, nrow: int = 1, **kwargs):
 def show_files(paths: Sequence[str | Path], titles: Sequence[str] | None = None, size: int = 256,
                scale: float = 2.2, title: str | None = None):
     """Image files as the eye sees them: centre-cropped to ``size`` pixels (not the model's size)."""
-    from diffnb.images import load_image, to_display
+    from diffnb.a.images import load_image, to_display
     imgs = torch.cat([load_image(resolve_path(p), size) for p in paths])
     return plotting.show_grid(to_display(imgs), nrow=1, titles=titles, scale=scale, title=title)
 
@@ -201,7 +201,7 @@ def forward_statistics(x0: torch.Tensor, x_t: torch.Tensor, t: int, stage1) -> d
 
 def estimators_agree(estimator_a, estimator_b, x: torch.Tensor, timesteps: Sequence[int], scale: float):
     """Whether two noise estimators ``(x_t, t) -> (eps, variance)`` give the same answer on ``x`` at every
-    ``t`` of ``timesteps``, within float32's rounding budget (``diffnb.numerics``).
+    ``t`` of ``timesteps``, within float32's rounding budget (``diffnb.core.numerics``).
 
     This checks an identity (CFG at gamma = 1 is the plain conditional estimate; a hybrid of one prompt
     with itself is CFG) one step at a time.  ``scale`` is the guidance scale gamma the estimators use:
@@ -210,7 +210,7 @@ def estimators_agree(estimator_a, estimator_b, x: torch.Tensor, timesteps: Seque
     closest to its bound; ``.bound`` is a step's budget, which ``numerics.sampler_gain`` carries to a
     whole sample.
     """
-    from diffnb.numerics import agreement, rounding_bound
+    from diffnb.core.numerics import agreement, rounding_bound
 
     timesteps = list(timesteps)
     if not timesteps:
@@ -231,7 +231,7 @@ def sample_budget(stage1, estimator, x: torch.Tensor, timesteps: Sequence[int], 
     """Float32 budget for comparing two whole samples of an identity (``estimators_agree`` is the one-step
     check): ``numerics.rounding_bound`` at the largest |eps| ``estimator`` gives on ``x`` along
     ``timesteps``, carried through the sampler by ``numerics.sampler_gain``."""
-    from diffnb.numerics import rounding_bound, sampler_gain
+    from diffnb.core.numerics import rounding_bound, sampler_gain
 
     with torch.no_grad():
         size = max(float(estimator(x, t)[0].abs().max()) for t in timesteps)

@@ -9,7 +9,7 @@ Every parameter a notebook's ``parameters`` cell has (Part A's and Part B's) is 
 ``check_notebook_parameters`` refuse a value of the wrong kind (papermill's ``-p pairs 3``, a string
 where a list is expected, ``guidance_scale="seven"``, NaN) with the parameter's name, before anything
 is printed or loaded.  ``part_a_settings``, ``part_b_config``, ``part_b_sampling``,
-``diffnb.notebook.setup`` and ``python -m diffnb.pack`` run these checks.
+``diffnb.part_b.setup`` and ``python -m diffnb.pack`` run these checks.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numbers
 import os
 from dataclasses import dataclass
 
-from .train import TrainConfig
+from diffnb.b.train import TrainConfig
 
 PROFILES = ("quick", "seed")
 _MODELS = ("deepfloyd", "mini", "tiny")      # the keys of MODEL_INPUTS (below)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from diffnb.models import load_stage1
-from diffnb.prompts import load_embeddings
+from diffnb.a.models import load_stage1
+from diffnb.a.prompts import load_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def emb():
 def shipped_data_stays_untouched():
     """No test may write into data/ (a finished mini run exports there unless given ``out``)."""
     import hashlib
-    from diffnb.paths import data_dir
+    from diffnb.core.paths import data_dir
 
     def digest():
         return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(data_dir().rglob("*")) if p.is_file()}

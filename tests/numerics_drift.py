@@ -1,4 +1,4 @@
-"""Measure the float32 drift of every identity the pack checks, against its budget (diffnb.numerics).
+"""Measure the float32 drift of every identity the pack checks, against its budget (diffnb.core.numerics).
 
     python tests/numerics_drift.py [--threads N]   # this process's kernels: one JSON line per identity
     python tests/numerics_drift.py --matrix        # every kernel choice x 1 and 2 threads, a table; exit 1 if any
@@ -22,11 +22,11 @@ import torch
 
 def identities(model: str):
     """Yield ``(name, Agreement)`` for each identity on ``model``."""
-    from diffnb.ddpm import (cfg_estimator, ddpm_step, estimate_noise, forward, iterative_denoise,
+    from diffnb.a.denoise import (cfg_estimator, ddpm_step, estimate_noise, forward, iterative_denoise,
                              iterative_denoise_cfg, plain_estimator, pure_noise, sample_cfg)
-    from diffnb.devices import make_generator
-    from diffnb.guidance import IdentityView, anagram_estimator, hybrid_estimator, lowpass, highpass, make_anagram, make_hybrids
-    from diffnb.numerics import agreement, ddpm_step_bound, formula_bound
+    from diffnb.core.devices import make_generator
+    from diffnb.a.views import IdentityView, anagram_estimator, hybrid_estimator, lowpass, highpass, make_anagram, make_hybrids
+    from diffnb.core.numerics import agreement, ddpm_step_bound, formula_bound
     from diffnb.part_a import estimators_agree, sample_budget, setup_part_a
     from diffusers.utils.torch_utils import randn_tensor
 

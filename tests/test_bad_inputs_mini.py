@@ -1,5 +1,5 @@
 """Bad inputs to the pack's own ``mini`` model, its exporter, the digit world, the world judge and the
-command lines of ``diffnb.mini``, ``diffnb.evaluate`` and ``diffnb.world_judge`` (issue 19, this
+command lines of ``diffnb.mini.model``, ``diffnb.mini.evaluate`` and ``diffnb.mini.judge`` (issue 19, this
 area's part of the catalogue): each is refused at the edge by one clear error that names the argument
 and the fix. A new case is one line in ``CASES`` (the Python side) or ``CLI_CASES`` (a command line,
 which argparse answers with exit status 2 and the message on stderr)."""
@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from diffnb import evaluate, mini, world, world_judge
-from diffnb.paths import project_root
+from diffnb.mini import evaluate, model as mini, world, judge as world_judge
+from diffnb.core.paths import project_root
 
 TINY = dict(steps=2, batch_size=2, n_images=4, warmup=1, save_every=2)
 

@@ -18,15 +18,16 @@ import pytest
 import torch
 from PIL import Image
 
-from diffnb import ddpm, guidance, models, part_a
-from diffnb.ddpm import (blur_denoise, denoise_loop, estimate_noise, forward, inpaint, iterative_denoise,
+from diffnb.a import denoise as ddpm, views as guidance, models
+from diffnb import part_a
+from diffnb.a.denoise import (blur_denoise, denoise_loop, estimate_noise, forward, inpaint, iterative_denoise,
                          iterative_denoise_cfg, one_step_denoise, pure_noise, sample_cfg, sdedit, strided_timesteps)
-from diffnb.guidance import (FlipView, IdentityView, anagram_estimator, hybrid_estimator, make_anagram,
+from diffnb.a.views import (FlipView, IdentityView, anagram_estimator, hybrid_estimator, make_anagram,
                              make_flip_illusion, make_hybrids)
-from diffnb.images import load_image, load_mask, rectangle_mask
-from diffnb.models import load_stage1, model_dir
-from diffnb.paths import data_dir
-from diffnb.prompts import _cache_file, encode_prompts, load_embeddings
+from diffnb.a.images import load_image, load_mask, rectangle_mask
+from diffnb.a.models import load_stage1, model_dir
+from diffnb.core.paths import data_dir
+from diffnb.a.prompts import _cache_file, encode_prompts, load_embeddings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +87,7 @@ def load_folder(model: str, folder: Path):
 
 def setup_quietly(**kwargs):
     """``setup_part_a`` that must refuse before it loads or prints anything."""
-    with mock.patch("diffnb.models.load_stage1", side_effect=AssertionError("loaded before the check")):
+    with mock.patch("diffnb.a.models.load_stage1", side_effect=AssertionError("loaded before the check")):
         buf = io.StringIO()
         with mock.patch("sys.stdout", buf):
             try:

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 import diffnb
-from diffnb import flow, notebook as nbk, pack, profiles
-from diffnb.devices import get_device, make_generator, seed_everything
-from diffnb.judge import DigitClassifier, Judge
-from diffnb.train import TrainConfig, load_history, load_model, train
-from diffnb.unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
+from diffnb.b import flow
+from diffnb import part_b as nbk, pack, profiles
+from diffnb.core.devices import get_device, make_generator, seed_everything
+from diffnb.b.judge import DigitClassifier, Judge
+from diffnb.b.train import TrainConfig, load_history, load_model, train
+from diffnb.b.unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
 NAN, INF = float("nan"), float("inf")
 D = 4                                                     # the narrowest UNet: cases stay fast
@@ -203,8 +204,8 @@ CASES = [
     pytest.param(lambda: diffnb.load_digits("synthetic", limit=0), ValueError, r"limit must be a positive int or None, got 0", id="load-digits-limit-0"),
     pytest.param(lambda: diffnb.render_digits(10, seed=1.5), TypeError, r"seed must be an int, got 1\.5", id="render-digits-seed-float"),
     # ---- the judge
-    pytest.param(lambda: diffnb.judge.get_judge("cifar"), ValueError, r"data must be one of \['mnist', 'synthetic'\], got 'cifar'", id="get-judge-unknown-data"),
-    pytest.param(lambda: diffnb.judge.get_judge("synthetic", epochs=0), ValueError, r"epochs must be a positive int, got 0", id="get-judge-epochs-0"),
+    pytest.param(lambda: diffnb.b.judge.get_judge("cifar"), ValueError, r"data must be one of \['mnist', 'synthetic'\], got 'cifar'", id="get-judge-unknown-data"),
+    pytest.param(lambda: diffnb.b.judge.get_judge("synthetic", epochs=0), ValueError, r"epochs must be a positive int, got 0", id="get-judge-epochs-0"),
     pytest.param(lambda: Judge(DigitClassifier(), 0.0).predict(_nan_x()), ValueError, r"images hold 1 NaN or inf pixel values.*check the model", id="judge-nan-images"),
     pytest.param(lambda: Judge(DigitClassifier(), 0.0).predict((_x() * 255).to(torch.uint8)), TypeError, r"images have dtype torch\.uint8.*images\.float\(\) / 255", id="judge-uint8-images"),
     pytest.param(lambda: Judge(DigitClassifier(), 0.0).predict(torch.rand(2, 3, 28, 28)), ValueError, r"images must be digits \(N, 1, 28, 28\), got \(2, 3, 28, 28\)", id="judge-rgb-images"),
@@ -284,7 +285,7 @@ def test_damaged_run_files_name_the_file_and_the_fix(tmp_path):
 @pytest.mark.parametrize("bad_epoch", [1, 2])
 def test_a_diverging_loss_stops_before_that_epochs_checkpoint(tmp_path, monkeypatch, bad_epoch):
     import importlib
-    tr = importlib.import_module("diffnb.train")
+    tr = importlib.import_module("diffnb.b.train")
     real, steps = tr.OBJECTIVES["class_fm"], {"n": 0}
 
     def diverging(model, x, y, g, c):

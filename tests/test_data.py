@@ -1,4 +1,4 @@
-"""Tests for diffnb.data: IDX files, the synthetic digit renderer and load_digits."""
+"""Tests for diffnb.b.digits: IDX files, the synthetic digit renderer and load_digits."""
 from __future__ import annotations
 
 import time
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffnb import data as D
+from diffnb.b import digits as D
 
 N_TRAIN, N_TEST = 200, 50
 

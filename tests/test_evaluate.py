@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from diffnb import evaluate
-from diffnb.world_judge import get_world_judge
-from diffnb.judge import Reading
+from diffnb.mini import evaluate
+from diffnb.mini.judge import get_world_judge
+from diffnb.b.judge import Reading
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffnb import flow
+from diffnb.b import flow
 
 
 class Recorder(nn.Module):

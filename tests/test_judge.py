@@ -1,7 +1,7 @@
 """The judge's bookkeeping and its "not a digit" examples."""
 import torch
 
-from diffnb.judge import NOT_A_DIGIT, Judge, scramble
+from diffnb.b.judge import NOT_A_DIGIT, Judge, scramble
 
 
 class FixedLogits(torch.nn.Module):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from diffnb import mini, world
-from diffnb.models import IF_SCHEDULER_CONFIG, check_bundle, load_stage1, model_dir
+from diffnb.mini import model as mini, world
+from diffnb.a.models import IF_SCHEDULER_CONFIG, check_bundle, load_stage1, model_dir
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_a_run_stopped_early_exports_its_ema_weights_as_the_finished_run_does(tm
     for sub in ("unet/diffusion_pytorch_model.safetensors", "prompt_encoder/model.safetensors"):
         wa, wb = load_file(str(tmp_path / "end" / sub)), load_file(str(tmp_path / "end2" / sub))
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    with pytest.raises(FileNotFoundError, match="python -m diffnb.mini train"):
+    with pytest.raises(FileNotFoundError, match="python -m diffnb.mini.model train"):
         mini.export_run(mini.MiniConfig(seed=5), tmp_path / "nothing")
 
 

@@ -1,4 +1,4 @@
-"""The float32 budgets of diffnb.numerics: their closed forms, that they still catch a broken formula,
+"""The float32 budgets of diffnb.core.numerics: their closed forms, that they still catch a broken formula,
 and that the identities hold under a kernel choice other than this process's."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from diffnb.ddpm import _check_embeds, cfg_combine, cfg_estimator, ddpm_step, denoise_loop, pure_noise, run_unet, sample_cfg, strided_timesteps
-from diffnb.devices import make_generator
-from diffnb.guidance import highpass, hybrid_estimator, lowpass, make_hybrids
-from diffnb.numerics import EPS, UNET_ULPS, Agreement, agreement, formula_bound, rounding_bound, sampler_gain
+from diffnb.a.denoise import _check_embeds, cfg_combine, cfg_estimator, ddpm_step, denoise_loop, pure_noise, run_unet, sample_cfg, strided_timesteps
+from diffnb.core.devices import make_generator
+from diffnb.a.views import highpass, hybrid_estimator, lowpass, make_hybrids
+from diffnb.core.numerics import EPS, UNET_ULPS, Agreement, agreement, formula_bound, rounding_bound, sampler_gain
 from diffnb.part_a import estimators_agree, sample_budget
 
 import numerics_drift

@@ -7,12 +7,12 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from diffnb.ddpm import (add_variance, blur_denoise, ddpm_step, estimate_noise, forward, inpaint,
+from diffnb.a.denoise import (add_variance, blur_denoise, ddpm_step, estimate_noise, forward, inpaint,
                          iterative_denoise, iterative_denoise_cfg, one_step_denoise, pure_noise, sample_cfg,
                          sdedit, strided_timesteps)
-from diffnb.devices import make_generator
-from diffnb.images import rectangle_mask
-from diffnb.numerics import ddpm_step_bound, formula_bound
+from diffnb.core.devices import make_generator
+from diffnb.a.images import rectangle_mask
+from diffnb.core.numerics import ddpm_step_bound, formula_bound
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,7 +47,7 @@ def test_forward_equals_scheduler_add_noise(stage1, image, t):
     x_t = forward(image, t, stage1, generator=make_generator(3))
     noise = randn_tensor(image.shape, generator=make_generator(3), dtype=image.dtype)
     ref = stage1.scheduler.add_noise(image, noise, torch.tensor([t]))
-    # sqrt(abar) x0 + sqrt(1 - abar) eps: 3 roundings on values up to |x0| + |eps| (diffnb.numerics)
+    # sqrt(abar) x0 + sqrt(1 - abar) eps: 3 roundings on values up to |x0| + |eps| (diffnb.core.numerics)
     torch.testing.assert_close(x_t, ref, atol=formula_bound(image.abs().max() + noise.abs().max(), 3), rtol=0)
 
 
@@ -155,7 +155,7 @@ def test_cfg_sampling_equals_ifpipeline(stage1, emb):
     assert len(trace) == len(ts) - 1
     # The same UNet batches and the same operations: bit-equal under every kernel choice and thread count
     # tried (tests/numerics_drift.py, the "loop" row). 1e-5 leaves room for float32 formulas evaluated in
-    # another order (a step is about 13 roundings, diffnb.numerics.ddpm_step_bound) without admitting a
+    # another order (a step is about 13 roundings, diffnb.core.numerics.ddpm_step_bound) without admitting a
     # wrong step, which moves the image by far more.
     for step in trace:                                             # the pipeline's callback gets x after step t
         torch.testing.assert_close(step.image, seen[step.t], atol=1e-5, rtol=1e-5)

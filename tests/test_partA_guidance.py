@@ -6,11 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffnb.ddpm import _check_embeds, cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
-from diffnb.devices import make_generator
-from diffnb.guidance import (FlipView, IdentityView, NegateView, View, highpass, hybrid_estimator, lowpass,
+from diffnb.a.denoise import _check_embeds, cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
+from diffnb.core.devices import make_generator
+from diffnb.a.views import (FlipView, IdentityView, NegateView, View, highpass, hybrid_estimator, lowpass,
                              make_anagram, make_flip_illusion, make_hybrids)
-from diffnb.numerics import EPS, agreement, formula_bound
+from diffnb.core.numerics import EPS, agreement, formula_bound
 from diffnb.part_a import estimators_agree, sample_budget
 
 
@@ -46,7 +46,7 @@ def test_lowpass_plus_highpass_is_the_signal():
 
 
 def _whole_sample_budget(stage1, c, u, ts):
-    """The CFG sample's float32 budget (diffnb.numerics): per-step rounding at gamma = 7, times the
+    """The CFG sample's float32 budget (diffnb.core.numerics): per-step rounding at gamma = 7, times the
     sampler's gain over the 33 steps."""
     x = pure_noise(stage1, make_generator(0))
     return sample_budget(stage1, cfg_estimator(stage1, _check_embeds(c, stage1, "c"), _check_embeds(u, stage1, "u"), 7.0),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffnb.images import (check_mask, ellipse_mask, load_image, load_mask, rectangle_mask, to_display)
+from diffnb.a.images import (check_mask, ellipse_mask, load_image, load_mask, rectangle_mask, to_display)
 
 
 def _save(img: Image.Image, path):

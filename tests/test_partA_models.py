@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import diffnb.models as models
-from diffnb.models import IF_SCHEDULER_CONFIG, check_bundle, load_stage1, make_tiny_model, model_dir, tiny_unet_config
+import diffnb.a.models as models
+from diffnb.a.models import IF_SCHEDULER_CONFIG, check_bundle, load_stage1, make_tiny_model, model_dir, tiny_unet_config
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_unknown_model_and_variant():
 
 def test_a_missing_mini_model_says_how_to_rebuild_it(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "data_dir", lambda: tmp_path)
-    with pytest.raises(FileNotFoundError, match="'mini' model is missing.*python -m diffnb.mini train"):
+    with pytest.raises(FileNotFoundError, match="'mini' model is missing.*python -m diffnb.mini.model train"):
         load_stage1("mini", device="cpu")
 
 

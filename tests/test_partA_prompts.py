@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffnb.prompts import (COURSE_PROMPTS, PromptEmbeddings, _cache_file, default_embeddings_path, encode_prompts,
+from diffnb.a.prompts import (COURSE_PROMPTS, PromptEmbeddings, _cache_file, default_embeddings_path, encode_prompts,
                             load_embeddings, make_random_embeddings)
 
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffnb import profiles
-from diffnb.train import TrainConfig, load_history, load_model, train
+from diffnb.b.train import TrainConfig, load_history, load_model, train
 
 
 def _toy_data(n=96, seed=0):
@@ -79,7 +79,7 @@ def test_interrupted_epoch_keeps_what_was_done(tmp_path, monkeypatch):
     images, labels = _toy_data()
     cfg = _config(epochs=3)
     calls = {"n": 0}
-    tr = importlib.import_module("diffnb.train")   # the module: diffnb.train is also the function
+    tr = importlib.import_module("diffnb.b.train")   # the module: diffnb.b.train is also the function
     real = tr.OBJECTIVES["class_fm"]
 
     def flaky(model, x, y, g, c):
@@ -165,7 +165,7 @@ def test_cuda_graph_needs_cuda(tmp_path):
 def test_checkpointed_optimizer_state_resumes_on_any_device():
     """A CUDA-graph run keeps Adam's learning rate as a tensor and capturable=True; its checkpoint
     stores neither, so an ordinary optimizer (say, on this CPU) loads it and steps."""
-    from diffnb.cudagraph import portable_state
+    from diffnb.core.cudagraph import portable_state
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([w], lr=1e-2)
@@ -216,8 +216,8 @@ def test_cuda_graph_run_learns_like_the_eager_run(tmp_path):
     assert state["optimizer"]["param_groups"][0]["capturable"] is False
 
     # the learning rate the recorded graph reads is the tensor that the epoch's scheduler step updates
-    from diffnb.cudagraph import CudaGraphStep, make_capturable, set_lrs
-    from diffnb.train import OBJECTIVES, build_model
+    from diffnb.core.cudagraph import CudaGraphStep, make_capturable, set_lrs
+    from diffnb.b.train import OBJECTIVES, build_model
     model = build_model(cfg).cuda()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
@@ -241,7 +241,7 @@ def test_cuda_graph_run_learns_like_the_eager_run(tmp_path):
 
 
 def test_a_cuda_graph_step_needs_cuda_tensors_and_learning_rates_are_written_in_place():
-    from diffnb.cudagraph import CudaGraphStep, set_lrs
+    from diffnb.core.cudagraph import CudaGraphStep, set_lrs
     with pytest.raises(ValueError, match="one CUDA tensor per input"):
         CudaGraphStep(lambda x: x, torch.zeros(3))
     w = torch.nn.Parameter(torch.ones(2))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffnb.unet import (ClassConditionalUNet, Conv, ConvBlock, DownBlock, DownConv, FCBlock, Flatten,
+from diffnb.b.unet import (ClassConditionalUNet, Conv, ConvBlock, DownBlock, DownConv, FCBlock, Flatten,
                          TimeConditionalUNet, UnconditionalUNet, Unflatten, UpBlock, UpConv)
 
 D = 8

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from diffnb import world
-from diffnb.prompts import PromptNotFoundError
+from diffnb.mini import world
+from diffnb.a.prompts import PromptNotFoundError
 
 
 @pytest.fixture(scope="module")

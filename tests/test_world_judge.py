@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-import diffnb.world_judge as wj
-from diffnb.judge import NOT_A_DIGIT
-from diffnb.world import STYLES, render_world
-from diffnb.world_judge import WorldClassifier, WorldJudge, get_world_judge
+import diffnb.mini.judge as wj
+from diffnb.b.judge import NOT_A_DIGIT
+from diffnb.mini.world import STYLES, render_world
+from diffnb.mini.judge import WorldClassifier, WorldJudge, get_world_judge
 
 SMALL = dict(seed=0, n_train=4000, epochs=3)       # 15 s of training: reads most digits (~85%)
 

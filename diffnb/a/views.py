@@ -1,6 +1,6 @@
 """Views, visual anagrams and hybrid images (sections 1.8-1.9): new noise estimators for the one loop.
 
-Conventions (stated once), as in ``diffnb.ddpm``: images ``(N, C, H, W)`` in [-1, 1], timesteps
+Conventions (stated once), as in ``diffnb.a.denoise``: images ``(N, C, H, W)`` in [-1, 1], timesteps
 descending (990, 960, ..., 0), the bundle / embeddings / generator passed explicitly.
 
 * A **view** is a small object with ``view(x)`` (how the model sees the image) and
@@ -23,10 +23,10 @@ from typing import Sequence
 import torch
 import torchvision.transforms.functional as TF
 
-from diffnb.ddpm import (EmbeddingBatch, Estimator, _check_blur, _check_embeds, _check_generator, _check_sample,
+from diffnb.a.denoise import (EmbeddingBatch, Estimator, _check_blur, _check_embeds, _check_generator, _check_sample,
                          _check_scale, _check_timesteps, _denoise, _model_device_dtype, _noise, cfg_combine, run_unet,
                          scheduler_of, strided_timesteps)
-from diffnb.models import check_bundle
+from diffnb.a.models import check_bundle
 
 
 # --------------------------------------------------------------------------- views
@@ -87,7 +87,7 @@ def _check_views(views) -> list[View]:
         raise ValueError("give at least one view, e.g. [IdentityView(), FlipView()]")
     for v in views:
         if not (callable(getattr(v, "view", None)) and callable(getattr(v, "inverse_view", None))):
-            raise TypeError(f"{v!r} is not a view: it needs view(x) and inverse_view(eps) (subclass diffnb.guidance.View)")
+            raise TypeError(f"{v!r} is not a view: it needs view(x) and inverse_view(eps) (subclass diffnb.a.views.View)")
     return views
 
 

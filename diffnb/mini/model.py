@@ -18,13 +18,13 @@ posterior variance beta~_t and beta_t, exactly as ``DDPMScheduler(variance_type=
 them: log sigma^2 = (v+1)/2 log beta_t + (1 - (v+1)/2) log beta~_t.
 
 Prompts are drawn per image: about 10% the null prompt ``""`` (for classifier-free guidance), the rest
-name the digit, the style, both or neither in one of the world's phrasings (``diffnb.world``).
+name the digit, the style, both or neither in one of the world's phrasings (``diffnb.mini.world``).
 
 Command line::
 
-    python -m diffnb.mini train                        # train RECIPE, export to build/mini/<key>/model
-    python -m diffnb.mini train --overwrite-shipped    # ... and replace data/models/mini-if with it
-    python -m diffnb.mini train --steps 200 --batch-size 64 --out /tmp/mini   # one run with other settings
+    python -m diffnb.mini.model train                        # train RECIPE, export to build/mini/<key>/model
+    python -m diffnb.mini.model train --overwrite-shipped    # ... and replace data/models/mini-if with it
+    python -m diffnb.mini.model train --steps 200 --batch-size 64 --out /tmp/mini   # one run with other settings
 
 The exporter never touches the shipped model unless asked by name (``--overwrite-shipped``,
 ``overwrite_shipped=True``), writes only into a new or empty folder or over an earlier export
@@ -33,7 +33,7 @@ The exporter never touches the shipped model unless asked by name (``--overwrite
 The recipe (``RECIPE``) is 6,000 steps at batch 64, the first 3,500 of them on the world's images at
 half size (16x16, ``low_res``): the UNet is convolutional, so the same weights learn the digits'
 shapes there at a third of the cost of a full-size step, and the last 2,500 steps at 32x32 learn the
-detail. On 2 CPU cores that is under an hour (measured: 57 min 50 s for ``python -m diffnb.mini train``,
+detail. On 2 CPU cores that is under an hour (measured: 57 min 50 s for ``python -m diffnb.mini.model train``,
 uninterrupted, the world's rendering included; its weights equal the shipped ones bit for bit; the
 command now needs ``--overwrite-shipped`` to write them into ``data/models/mini-if``).
 The same random draws are taken on any device.
@@ -60,10 +60,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from diffnb import world
-from diffnb.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
-from diffnb.paths import build_dir, data_dir
-from diffnb.train import _atomic_write
+from diffnb.mini import world
+from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
+from diffnb.core.paths import build_dir, data_dir
+from diffnb.b.train import _atomic_write
 
 MAX_WORDS = 16
 EMBED_DIM = 64
@@ -177,9 +177,9 @@ def _damaged_model_fix(model_folder: Path) -> str:
     shipped = data_dir() / "models" / "mini-if"
     if _same_path(model_folder, shipped):
         return (f"restore the shipped model with `git checkout -- {shipped}` (or re-create it with "
-                "`python -m diffnb.mini train --overwrite-shipped`)")
-    return (f"delete {model_folder} and export the model again (`python -m diffnb.mini train --out {model_folder}` "
-            "with that run's settings, or diffnb.mini.export_run)")
+                "`python -m diffnb.mini.model train --overwrite-shipped`)")
+    return (f"delete {model_folder} and export the model again (`python -m diffnb.mini.model train --out {model_folder}` "
+            "with that run's settings, or diffnb.mini.model.export_run)")
 
 
 def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
@@ -493,9 +493,9 @@ def _load_init(cfg: MiniConfig, unet, encoder) -> None:
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"this run starts from run {key}'s EMA weights at step {step}, expected in {folder}; "
-                                f"make them with diffnb.mini.snapshot(<that run's MiniConfig>, {step}) "
-                                "(`python -m diffnb.mini train` does it for the shipped recipe)")
-    fix = f"delete {folder} and make it again with diffnb.mini.snapshot(<that run's MiniConfig>, {step})"
+                                f"make them with diffnb.mini.model.snapshot(<that run's MiniConfig>, {step}) "
+                                "(`python -m diffnb.mini.model train` does it for the shipped recipe)")
+    fix = f"delete {folder} and make it again with diffnb.mini.model.snapshot(<that run's MiniConfig>, {step})"
     unet.load_state_dict(_read_safetensors(weights, fix))
     encoder.load_state_dict(_read_safetensors(folder / "prompt_encoder" / "model.safetensors", fix))
 
@@ -534,7 +534,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     prompts, t, noise) comes from one CPU generator, so a run takes the same draws on any device
     and a run started on one device resumes on another.  ``cuda_graph``: on CUDA (the default there)
     the step (forward, hybrid loss, backward, clipping, Adam) is recorded as a CUDA graph, one per
-    image size, and replayed, with the step's draws copied into static tensors (``diffnb.cudagraph``).
+    image size, and replayed, with the step's draws copied into static tensors (``diffnb.core.cudagraph``).
 
     ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
     first GPU recipe stopped at ``GPU_RECIPE_STOP`` and exported with ``export_run``). Returns a summary
@@ -544,7 +544,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     otherwise the run stops with a ``RuntimeError`` (the step itself checks nothing, so that it can be
     recorded as a CUDA graph).
     """
-    from diffnb.devices import get_device
+    from diffnb.core.devices import get_device
 
     # every argument checked before anything is imported, rendered or written
     if not isinstance(cfg, MiniConfig):
@@ -564,8 +564,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
                               f"build/mini/{cfg.key()})")
     out = export_target(out, overwrite_shipped, default=run_dir / "model")
     from diffusers import DDPMScheduler
-    from diffnb.models import IF_SCHEDULER_CONFIG
-    from diffnb.progress import progress as tqdm
+    from diffnb.a.models import IF_SCHEDULER_CONFIG
+    from diffnb.core.progress import progress as tqdm
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
@@ -828,7 +828,7 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
     any other folder is refused. ``out=None``: ``build/mini/<cfg key>/model``, or the shipped
     ``data/models/mini-if`` with ``overwrite_shipped=True`` (the only way to write it)."""
     from diffusers import DDPMScheduler, IFPipeline
-    from diffnb.models import IF_SCHEDULER_CONFIG
+    from diffnb.a.models import IF_SCHEDULER_CONFIG
 
     out = export_target(out, overwrite_shipped, default=build_dir() / "mini" / cfg.key() / "model")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -849,7 +849,7 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
         unknown = _foreign(tmp)
         if unknown:                 # a diffusers that writes more: the next export could not recognise this one
-            raise RuntimeError(f"the export wrote files that diffnb.mini.EXPORT_FILES does not list: {unknown}; "
+            raise RuntimeError(f"the export wrote files that diffnb.mini.model.EXPORT_FILES does not list: {unknown}; "
                                "add them there")
         export_target(out, overwrite_shipped)        # still new, empty or an export (it may have changed)
         if not out.exists():
@@ -881,7 +881,7 @@ def ema_models(cfg: MiniConfig, run_dir: str | Path | None = None):
     path = run_dir / "state.pt"
     if not path.is_file():
         raise FileNotFoundError(f"run {cfg.key()} has no checkpoint in {run_dir}; train it first "
-                                "(`python -m diffnb.mini train` for the shipped recipe)")
+                                "(`python -m diffnb.mini.model train` for the shipped recipe)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     unet, encoder = new_models(cfg.seed, cfg.pooled_text)
     with torch.no_grad():
@@ -910,7 +910,7 @@ GPU_RECIPE_STOP = 3000
 #: The shipped model's recipe, under an hour on 2 CPU cores: batch 64, Adam at 2e-3 (cosine over 6000
 #: steps), min-SNR-5 weights, and the first 3500 steps on the world at 16x16 (``low_res``), where a
 #: step costs a third as much and the digits' shapes are learned; the last 2500 at 32x32.
-#: Measured on 2 CPU cores: ``python -m diffnb.mini train``, uninterrupted, 57 min 50 s with the world's
+#: Measured on 2 CPU cores: ``python -m diffnb.mini.model train``, uninterrupted, 57 min 50 s with the world's
 #: rendering, and its weights equal the shipped ones bit for bit (the shipped run was trained in slices
 #: with judge breaks, 3641 s in all). Judge (60 samples, CFG 7, as ``benchmarks/mini_recipes.py``
 #: reads them): after the half-size phase (step 3500) 97% of samples drawn at 16x16 (upsampled for the
@@ -958,9 +958,9 @@ def _setting_argument(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffnb.world_judge import device_argument
+    from diffnb.mini.judge import device_argument
 
-    parser = argparse.ArgumentParser(prog="python -m diffnb.mini", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffnb.mini.model", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="train (or resume) the mini model and export it: the shipped recipe, or one "
                         "run with the settings given")

@@ -21,7 +21,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from diffnb.paths import data_dir
+from diffnb.core.paths import data_dir
 
 Size = Union[int, tuple[int, int]]
 ImageSource = Union[str, Path, Image.Image]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from . import profiles
-from .data import DigitData, load_digits
-from .devices import get_device
+from diffnb import profiles
+from diffnb.b.digits import DigitData, load_digits
+from diffnb.core.devices import get_device
 
 
 def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device, str]:

@@ -1,18 +1,18 @@
-"""A judge for the digit world: reads the digit and the style of a picture back (``diffnb.world``).
+"""A judge for the digit world: reads the digit and the style of a picture back (``diffnb.mini.world``).
 
 The ``mini`` model is asked for "a crayon drawing of the digit 3"; the judge says whether a sample
-shows a 3 and whether it looks like a crayon drawing.  It is Part B's judge (``diffnb.judge``) in
+shows a 3 and whether it looks like a crayon drawing.  It is Part B's judge (``diffnb.b.judge``) in
 colour: a small CNN with two heads,
 
   * a digit head with eleven classes, the digits 0-9 and ``NOT_A_DIGIT`` (10), learnt from
-    scrambled renders (``diffnb.judge.scramble``: tiles shuffled, or two digits of one style
+    scrambled renders (``diffnb.b.judge.scramble``: tiles shuffled, or two digits of one style
     overlaid), so that a blob or a muddle is not read confidently as *some* digit;
   * a style head with the three classes of ``STYLES`` ("photo", "crayon drawing", "pencil sketch").
     Scrambled pictures keep their style label: they still look like a photo, a drawing, a sketch.
 
 It is trained once (seeded, deterministic: 30,000 renders, 6 epochs, about four minutes on one CPU
 thread), checked on 3,000 held-out renders of another seed stream (99.4% of digits and 100% of
-styles read right) and shipped in ``data/judge/`` (the default judge) or cached in ``build_dir()/judge``; ``python -m diffnb.world_judge`` builds it.
+styles read right) and shipped in ``data/judge/`` (the default judge) or cached in ``build_dir()/judge``; ``python -m diffnb.mini.judge`` builds it.
 
 Conventions (stated once):
   * Images are ``(N, 3, 32, 32)`` float in [0, 1], as ``render_world`` draws them.  Samples of the
@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .devices import get_device
+from diffnb.core.devices import get_device
 
-from .judge import LEGIBLE, NOT_A_DIGIT, Reading, legible, reset_parameters, scramble
-from .paths import build_dir, data_dir
-from .world import SIZE, STYLES, render_world
+from diffnb.b.judge import LEGIBLE, NOT_A_DIGIT, Reading, legible, reset_parameters, scramble
+from diffnb.core.paths import build_dir, data_dir
+from diffnb.mini.world import SIZE, STYLES, render_world
 
 TRAIN_SEED_OFFSET = 7_000_001      # training renders: render_world(n_train, seed + TRAIN_SEED_OFFSET)
 TEST_SEED_OFFSET = 9_000_001       # held-out renders: render_world(N_TEST, seed + TEST_SEED_OFFSET)
@@ -128,7 +128,7 @@ class WorldJudge:
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1024) -> Reading:
-        """``Reading(digit, p_digit, style, p_style)`` (``diffnb.judge.Reading``), each (N,) on the CPU, for images (N, 3, 32, 32)
+        """``Reading(digit, p_digit, style, p_style)`` (``diffnb.b.judge.Reading``), each (N,) on the CPU, for images (N, 3, 32, 32)
         in [0, 1] (clamped; convert [-1, 1] samples first).  ``digit`` 10 is ``NOT_A_DIGIT``;
         the confidences are softmax probabilities of the predicted classes."""
         if not isinstance(images, torch.Tensor):
@@ -199,7 +199,7 @@ def get_world_judge(device="cpu", seed: int = 0, n_train: int = 30000, epochs: i
     model = WorldClassifier()
     if path.exists():
         fix = (f"restore it with `git checkout -- {path}`" if path == shipped else
-               f"delete it and run `python -m diffnb.world_judge --seed {seed} --n-train {n_train} --epochs {epochs}` "
+               f"delete it and run `python -m diffnb.mini.judge --seed {seed} --n-train {n_train} --epochs {epochs}` "
                "to train it again")
         try:
             model.load_state_dict(load_file(str(path)))
@@ -283,7 +283,7 @@ def _scramble_world(x: torch.Tensor, styles: torch.Tensor, g: torch.Generator, s
 
 def _fit(model: nn.Module, images: torch.Tensor, digits: torch.Tensor, styles: torch.Tensor, epochs: int,
          seed: int, progress: bool) -> None:
-    from .progress import progress as tqdm
+    from diffnb.core.progress import progress as tqdm
 
     g = torch.Generator().manual_seed(seed)
     reset_parameters(model, seed)
@@ -325,7 +325,7 @@ def _fit(model: nn.Module, images: torch.Tensor, digits: torch.Tensor, styles: t
 
 def device_argument(text: str) -> str:
     """argparse ``type`` of the command lines' ``--device``: it must name a device this machine has
-    (``diffnb.devices.get_device``), so a missing GPU is said before anything is imported or trained."""
+    (``diffnb.core.devices.get_device``), so a missing GPU is said before anything is imported or trained."""
     try:
         get_device(text)
     except (TypeError, ValueError) as err:
@@ -352,7 +352,7 @@ def int_at_least(low: int, what: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m diffnb.world_judge", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m diffnb.mini.judge", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-train", type=int_at_least(8, "training renders"), default=30000)
     ap.add_argument("--epochs", type=int_at_least(1, "passes over the training renders"), default=6)

@@ -6,18 +6,18 @@ Conventions (stated once):
     the learned-range variance); the scheduler is a diffusers ``DDPMScheduler``. A diffusers
     ``IFPipeline`` is such a bundle, and ``load_stage1`` returns one.
   * Every source goes through the same ``IFPipeline.from_pretrained`` call, without the T5 text
-    encoder (prompt embeddings come from ``diffnb.prompts``); only the path or hub id and the dtype
+    encoder (prompt embeddings come from ``diffnb.a.prompts``); only the path or hub id and the dtype
     differ:
 
       ``deepfloyd``  the real ``DeepFloyd/IF-I-{XL,L,M}-v1.0`` weights (gated; fp16 on CUDA, fp32 on CPU)
-      ``mini``       ``data/models/mini-if/``, a small IF-compatible model the pack trains (``diffnb.mini``)
+      ``mini``       ``data/models/mini-if/``, a small IF-compatible model the pack trains (``diffnb.mini.model``)
       ``tiny``       ``data/models/tiny-if/``, random IF-shaped weights for tests (``make-tiny``)
 
   * Sizes are read from ``unet.config`` (``sample_size``, ``in_channels``); devices come from
-    ``diffnb.devices.get_device``.  Hub tokens come only from the environment or ``huggingface-cli
+    ``diffnb.core.devices.get_device``.  Hub tokens come only from the environment or ``huggingface-cli
     login``; nothing here passes a token or ``trust_remote_code``.
 
-Command line: ``python -m diffnb.models make-tiny`` (re)creates ``data/models/tiny-if/`` and
+Command line: ``python -m diffnb.a.models make-tiny`` (re)creates ``data/models/tiny-if/`` and
 ``data/embeddings/tiny-if.safetensors``, deterministically.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from diffnb.devices import get_device
-from diffnb.paths import data_dir
+from diffnb.core.devices import get_device
+from diffnb.core.paths import data_dir
 
 MODELS = ("deepfloyd", "mini", "tiny")
 VARIANTS = {"XL": "DeepFloyd/IF-I-XL-v1.0", "L": "DeepFloyd/IF-I-L-v1.0", "M": "DeepFloyd/IF-I-M-v1.0"}
@@ -151,7 +151,7 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
 
     Args:
         model: ``"tiny"`` (random weights, tests), ``"mini"`` (trained on the digit world, 32x32) or ``"deepfloyd"``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... (see ``diffnb.devices.get_device``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... (see ``diffnb.core.devices.get_device``).
         variant: for ``deepfloyd``: ``"XL"`` (4.3B), ``"L"`` or ``"M"``.
         dtype: default fp16 for ``deepfloyd`` on CUDA, fp32 otherwise. fp16 on CPU is refused.
         cpu_offload: keep the UNet in CPU memory and move it to the GPU for each call (accelerate's
@@ -191,10 +191,10 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
         if not (folder / "model_index.json").is_file():
             if model == "mini":
                 raise FileNotFoundError(
-                    f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini train --overwrite-shipped` "
+                    f"the 'mini' model is missing ({folder}); retrain it with `python -m diffnb.mini.model train --overwrite-shipped` "
                     "(minutes on a GPU, hours on 2 CPU cores), or restore data/models/mini-if from the repository")
             raise FileNotFoundError(f"the 'tiny' model is missing ({folder}); recreate it with "
-                                    "`python -m diffnb.models make-tiny`")
+                                    "`python -m diffnb.a.models make-tiny`")
         source = str(folder)
 
     try:
@@ -227,9 +227,9 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
 
 def _remake_hint(model: str) -> str:
     if model == "tiny":
-        return "re-create it with `python -m diffnb.models make-tiny`"
+        return "re-create it with `python -m diffnb.a.models make-tiny`"
     return ("restore the shipped copy with `git checkout -- data/models/mini-if` (or retrain it, see "
-            "`python -m diffnb.mini train --help`)")
+            "`python -m diffnb.mini.model train --help`)")
 
 
 def _damaged_file(path: Path) -> str | None:
@@ -270,7 +270,7 @@ def check_bundle(bundle):
     if len(missing) == 2:
         got = "None" if bundle is None else f"a {type(bundle).__name__}"
         raise TypeError(f"stage1 must be a stage-1 bundle with .unet and .scheduler, got {got}; load one with "
-                        "diffnb.models.load_stage1('mini') (or 'tiny', 'deepfloyd')")
+                        "diffnb.a.models.load_stage1('mini') (or 'tiny', 'deepfloyd')")
     if missing:
         raise ValueError(f"the stage-1 bundle ({type(bundle).__name__}) has no {' or '.join('.' + m for m in missing)}; "
                          "pass load_stage1(...) or any object with .unet and .scheduler")
@@ -286,7 +286,7 @@ def check_bundle(bundle):
     sched = bundle.scheduler
     if not (hasattr(sched, "alphas_cumprod") and hasattr(sched, "_get_variance") and hasattr(sched, "config")):
         raise ValueError(f"the scheduler ({type(sched).__name__}) is not a diffusers DDPMScheduler; "
-                         "build it with DDPMScheduler(**diffnb.models.IF_SCHEDULER_CONFIG)")
+                         "build it with DDPMScheduler(**diffnb.a.models.IF_SCHEDULER_CONFIG)")
     if sched.config.variance_type != "learned_range":
         raise ValueError(f"the scheduler's variance_type is {sched.config.variance_type!r}; the UNet's variance "
                          "channels need 'learned_range' (DeepFloyd IF's setting)")
@@ -324,9 +324,9 @@ def _folder_size(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffnb.prompts import COURSE_PROMPTS, default_embeddings_path, make_random_embeddings
+    from diffnb.a.prompts import COURSE_PROMPTS, default_embeddings_path, make_random_embeddings
 
-    parser = argparse.ArgumentParser(prog="python -m diffnb.models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffnb.a.models", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="(re)create data/models/tiny-if and data/embeddings/tiny-if.safetensors")
     tiny.add_argument("--out", type=Path, default=None, help="model folder (default data/models/tiny-if)")

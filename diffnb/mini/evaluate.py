@@ -1,8 +1,8 @@
 """Part A's claims as numbers: each section's experiment on the ``mini`` model, read by the world judge.
 
 A picture can persuade; a number can be checked. Every function here runs one section's experiment
-on images whose content is known (renders of the digit world, ``diffnb.world``) or on prompts that
-name a digit and a style, and lets the judge (``diffnb.world_judge``) read the results:
+on images whose content is known (renders of the digit world, ``diffnb.mini.world``) or on prompts that
+name a digit and a style, and lets the judge (``diffnb.mini.judge``) read the results:
 
   ``reconstruction``  1.4    error of iterative vs one-step vs blur denoising, per noise level
   ``adherence``       1.5-6  digit and style accuracy of samples, and their diversity, at a given CFG scale
@@ -14,8 +14,8 @@ name a digit and a style, and lets the judge (``diffnb.world_judge``) read the r
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
 
 The notebooks call them with a few samples (their checked cells print the rounded results);
-``python -m diffnb.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
-``diffnb.ddpm``; every run takes an explicit seed.
+``python -m diffnb.mini.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
+``diffnb.a.denoise``; every run takes an explicit seed.
 """
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from diffnb import world          # ddpm and guidance (diffusers) are imported where they are used
+from diffnb.mini import world          # ddpm and guidance (diffusers) are imported where they are used
 
 #: held-out renders for the experiments: a seed stream apart from the mini model's training data
 #: (seed 0, ...) and the judge's
 EVAL_SEED = 5_000_001
 
 
-from diffnb.images import to_display as unit   # noqa: E402  model images in [-1, 1] -> [0, 1] (what the judge reads)
+from diffnb.a.images import to_display as unit   # noqa: E402  model images in [-1, 1] -> [0, 1] (what the judge reads)
 
 
 def world_images(n: int, seed: int = EVAL_SEED, digits=None, styles=None, like: torch.Tensor | None = None,
@@ -88,7 +88,7 @@ def reconstruction(stage1, embed, x0: torch.Tensor, i_starts: Sequence[int], tim
                    seed: int, prompt: str = "a high quality picture", blur_sigma: float = 2.0) -> list[dict]:
     """Per start index: MSE against the clean ``x0`` of the noisy image, the iterative result, the
     one-step estimate and the Gaussian blur (5x5). Lower is better."""
-    from diffnb import ddpm
+    from diffnb.a import denoise as ddpm
 
     e = embed(prompt)
     rows = []
@@ -116,7 +116,7 @@ def adherence(stage1, embed, judge, scale: float, timesteps: Sequence[int], seed
     ``diversity``: the mean RMS distance between two samples of the same prompt (needs
     ``per_prompt >= 2``; ``nan`` otherwise), with ``samples`` (N, 3, H, W) and the prompts.
     """
-    from diffnb import ddpm
+    from diffnb.a import denoise as ddpm
 
     pairs = [(d, s) for d in digits for s in styles for _ in range(per_prompt)]
     prompts = [world.prompt(d, s) for d, s in pairs]
@@ -157,7 +157,7 @@ def sdedit_curve(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, i
                  timesteps: Sequence[int], scale: float, seed: int, prompt: str = "a high quality picture") -> list[dict]:
     """SDEdit of ``x0`` per start index towards ``prompt``, read by ``score_sdedit`` (with the style
     the prompt names, if any)."""
-    from diffnb import ddpm
+    from diffnb.a import denoise as ddpm
 
     edits = ddpm.sdedit(x0, i_starts, stage1, embed(prompt), embed(""), timesteps, scale,
                         torch.Generator().manual_seed(seed))
@@ -176,7 +176,7 @@ def score_inpaint(judge, result: torch.Tensor, x0: torch.Tensor, mask: torch.Ten
 def inpaint_score(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, styles: torch.Tensor,
                   mask: torch.Tensor, timesteps: Sequence[int], scale: float, seed: int) -> dict:
     """Inpaint ``mask`` (1 = edit) of each image, prompted with its own digit and style; ``score_inpaint``."""
-    from diffnb import ddpm
+    from diffnb.a import denoise as ddpm
 
     prompts = [world.prompt(int(d), int(s)) for d, s in zip(digits, styles)]
     out = ddpm.inpaint(x0, mask, stage1, embed_all(embed, prompts), embed(""), timesteps, scale,
@@ -190,7 +190,7 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
                   seed: int) -> dict:
     """``n`` flip illusions (one seeded batch): ``success`` = upright read as p1's digit AND rotated
     read as p2's. ``baseline``: the same reading of ``n`` plain CFG samples of p1, rotated."""
-    from diffnb import ddpm, guidance
+    from diffnb.a import denoise as ddpm, views as guidance
 
     (d1, _), (d2, _) = world.parse_prompt(p1), world.parse_prompt(p2)
     if d1 is None or d2 is None:
@@ -228,7 +228,7 @@ def hybrid_score(stage1, embed, judge, p_low: str, p_high: str, n: int, timestep
     """``n`` hybrids (one seeded batch) read by ``score_hybrid``: ``success`` = far view read as p_low's
     digit and full image as p_high's. ``baseline``: the same reading of ``n`` plain CFG samples of
     p_high (same seed), which pass only where a blurred p_high happens to read as p_low's digit."""
-    from diffnb import ddpm, guidance
+    from diffnb.a import denoise as ddpm, views as guidance
 
     (d_lo, _), (d_hi, _) = world.parse_prompt(p_low), world.parse_prompt(p_high)
     if d_lo is None or d_hi is None:
@@ -275,9 +275,9 @@ def _out_argument(text: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from diffnb.world_judge import device_argument, int_at_least
+    from diffnb.mini.judge import device_argument, int_at_least
 
-    parser = argparse.ArgumentParser(prog="python -m diffnb.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffnb.mini.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int_at_least(2, "samples per experiment"), default=20,
                         help="samples per experiment (illusions, hybrids, edits), at least 2")
     parser.add_argument("--seed", type=int, default=0)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the arguments are checked: now the heavy imports (diffusers)
     from diffnb.part_a import setup_part_a
-    from diffnb.world_judge import get_world_judge
+    from diffnb.mini.judge import get_world_judge
 
     pa = setup_part_a("quick", "mini", args.device, 100)
     judge = get_world_judge(device="cpu")
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   digit_kept=round(r["digit_kept"], 3)) for r in rows])
     if "1.7.2" in sections:
         x0, d, s = world_images(n, seed=EVAL_SEED + seed + 2, like=like)
-        from diffnb.images import rectangle_mask
+        from diffnb.a.images import rectangle_mask
         size = x0.shape[-1]
         mask = rectangle_mask(size, 0, 0, size // 2, size).to(x0)
         r = inpaint_score(pa.stage1, pa.embed, judge, x0, d, s, mask, ts, scale, seed)

@@ -5,7 +5,7 @@ from Python takes longer than running them.  ``CudaGraphStep`` records a step fu
 replays it: each replay is one launch.  What the step reads (batch indices, noise, ...) lives in static
 tensors that each call overwrites; what it returns is static too (read it before the next call).
 
-Used by ``diffnb.train`` (Part B) and ``diffnb.mini`` (the Part A model).  The optimizer must run
+Used by ``diffnb.b.train`` (Part B) and ``diffnb.mini.model`` (the Part A model).  The optimizer must run
 with ``capturable=True`` and tensor learning rates (``make_capturable``); checkpoints store the
 ordinary form (``portable_state``), so a run resumes on any device, graphed or not.
 """

@@ -8,7 +8,7 @@ Conventions (stated once):
     ``timesteps[i]`` to ``timesteps[i + 1]``.
   * ``abar_t`` is DDPM's cumulative product alpha-bar_t, read from ``scheduler.alphas_cumprod``.
   * Every function takes the stage-1 bundle ``stage1`` (``.unet`` + ``.scheduler``, see
-    ``diffnb.models``), the prompt embeddings ``(1, L, D)`` and a ``torch.Generator`` explicitly; there
+    ``diffnb.a.models``), the prompt embeddings ``(1, L, D)`` and a ``torch.Generator`` explicitly; there
     are no globals.  Noise is drawn with diffusers' ``randn_tensor`` in the order ``IFPipeline`` draws
     it (initial noise, then one draw per step), so a seed gives the pipeline's images.
   * Sampling sets the strided list on ``stage1.scheduler`` (``set_timesteps(timesteps=...)``), as the
@@ -23,7 +23,7 @@ Conventions (stated once):
 
 The one loop (``denoise_loop``) runs from index ``i_start`` to the end of the strided list.  What
 changes between sections is a *noise estimator* ``estimator(x_t, t) -> (eps, variance)`` (plain,
-classifier-free guidance, and in ``diffnb.guidance`` anagrams and hybrids), a start index (SDEdit) or a
+classifier-free guidance, and in ``diffnb.a.views`` anagrams and hybrids), a start index (SDEdit) or a
 per-step *projection* ``project(x_prev, prev_t) -> x_prev`` (inpainting).  All UNet passes of a step
 (conditional, unconditional, every view) go through the UNet as one batch (``run_unet``).
 """
@@ -37,8 +37,8 @@ import torch
 import torchvision.transforms.functional as TF
 from diffusers.utils.torch_utils import randn_tensor
 
-from diffnb.images import check_mask
-from diffnb.models import check_bundle
+from diffnb.a.images import check_mask
+from diffnb.a.models import check_bundle
 
 #: ``estimator(x_t, t) -> (eps, variance)``, both ``(N, C, H, W)``.
 Estimator = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor]"]
@@ -62,7 +62,7 @@ def scheduler_of(stage1_or_scheduler):
     if not hasattr(sched, "alphas_cumprod") or not hasattr(sched, "config"):
         got = "None" if stage1_or_scheduler is None else type(stage1_or_scheduler).__name__
         raise TypeError(f"stage1 must be a stage-1 bundle or a diffusers DDPMScheduler, got {got}; "
-                        "load the bundle with diffnb.models.load_stage1(...)")
+                        "load the bundle with diffnb.a.models.load_stage1(...)")
     return sched
 
 
@@ -174,7 +174,7 @@ def _check_pixels(x, name: str, clean: bool = False) -> torch.Tensor:
     """A float tensor whose values are finite, and for a ``clean`` image within [-1, 1] (one reduction)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a tensor (N, C, H, W) with values in [-1, 1], got {type(x).__name__}; "
-                        "use diffnb.images.load_image")
+                        "use diffnb.a.images.load_image")
     if not (x.is_floating_point()):
         raise TypeError(f"{name} has dtype {x.dtype}; expected a float tensor with values in [-1, 1] "
                         "(pixels in [0, 255]: x.float() / 127.5 - 1, or load files with diffnb.load_image)")
@@ -255,7 +255,7 @@ def _check_image(x, stage1, name: str = "image", clean: bool = False, where=None
     the caller has it already; finding the pipeline's execution device takes milliseconds)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a tensor (N, C, H, W) in [-1, 1], got {type(x).__name__}; "
-                        "use diffnb.images.load_image")
+                        "use diffnb.a.images.load_image")
     c = stage1.unet.config.in_channels
     if x.dim() != 4 or x.shape[1] != c:
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected (N, {c}, H, W) with values in [-1, 1]")
@@ -273,7 +273,7 @@ def _encoder_dim(unet) -> int | None:
 def _check_embeds(e, stage1, name: str, where=None) -> torch.Tensor:
     if not torch.is_tensor(e):
         raise TypeError(f"{name} must be an embedding tensor (1, L, D), got {type(e).__name__}; "
-                        "use diffnb.prompts.load_embeddings().get(prompt)")
+                        "use diffnb.a.prompts.load_embeddings().get(prompt)")
     if e.dim() == 2:
         e = e.unsqueeze(0)
     d = _encoder_dim(stage1.unet)
@@ -283,7 +283,7 @@ def _check_embeds(e, stage1, name: str, where=None) -> torch.Tensor:
                          "(use the embeddings file made for this model)")
     if not e.is_floating_point() or (e.numel() and not math.isfinite(float(e.detach().abs().amax()))):
         raise ValueError(f"{name} holds non-finite (NaN or inf) or non-float values; prompt embeddings must be "
-                         "finite floats (reload them: diffnb.prompts.load_embeddings().get(prompt))")
+                         "finite floats (reload them: diffnb.a.prompts.load_embeddings().get(prompt))")
     device, dtype = where or _model_device_dtype(stage1)
     return e.to(device=device, dtype=dtype)
 
@@ -516,7 +516,7 @@ def _denoise(x, timesteps, i_start, stage1, sched, estimator, generator, project
     _use_timesteps(sched, ts)
     steps = range(i_start, len(ts) - 1)
     if progress:
-        from .progress import progress as tqdm
+        from diffnb.core.progress import progress as tqdm
         steps = tqdm(steps, desc=desc, leave=False)
     for k, i in enumerate(steps):
         t, prev_t = ts[i], ts[i + 1]

@@ -2,7 +2,7 @@
 
 Conventions (stated once):
   * Part B's x_0 is noise and x_1 is data (the write-up's flow matching); Part A's x_0 is the clean
-    image (``diffnb.ddpm``, DDPM's convention), so the same name means opposite ends in the two parts;
+    image (``diffnb.a.denoise``, DDPM's convention), so the same name means opposite ends in the two parts;
   * flow time t=0 is noise, t=1 is data: ``x_t = (1 - t) x_0 + t x_1`` with ``x_0 ~ N(0, I)``;
   * the network predicts the velocity ``u = x_1 - x_0`` (constant along each straight path);
   * samplers integrate ``dx/dt = u(x, t)`` with Euler from t=0 to t=1 in ``num_ts`` equal steps;
@@ -10,7 +10,7 @@ Conventions (stated once):
     training, or a ``seed`` for sampling.
 
 Checks: the public functions check their scalar settings (sigma, p_uncond, the guidance scale, seeds,
-step counts) in Python, once per call, and name the argument; ``diffnb.train`` checks the same
+step counts) in Python, once per call, and name the argument; ``diffnb.b.train`` checks the same
 settings once in ``TrainConfig`` and calls the unchecked cores (``_denoiser_loss`` ...) per step.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int) -> torch.Tensor:
 
 def cfg_velocity(u_uncond: torch.Tensor, u_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Classifier-free guidance: u = u_uncond + gamma (u_cond - u_uncond); unconditional first, as
-    Part A's ``diffnb.ddpm.cfg_combine(eps_uncond, eps_cond, scale)``.
+    Part A's ``diffnb.a.denoise.cfg_combine(eps_uncond, eps_cond, scale)``.
 
     gamma = 1 is conditional sampling, 0 unconditional, > 1 guided; a negative gamma is legal (it
     steers away from the class).  Unchecked: ``class_fm_sample`` checks gamma once per call."""

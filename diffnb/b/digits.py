@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .devices import get_device
-from .paths import build_dir, check_folder
+from diffnb.core.devices import get_device
+from diffnb.core.paths import build_dir, check_folder
 
 # Bump whenever the rendered bytes change: cached datasets with another version are re-rendered.
 RENDERER_VERSION = "diffnb-digits-2"
@@ -441,7 +441,7 @@ def render_digits(n: int, seed: int, size: int = 28, *, progress: bool | str = F
     labels = torch.randint(0, 10, (n,), generator=gen)
     starts = range(0, n, _CHUNK)
     if progress:
-        from .progress import progress as tqdm
+        from diffnb.core.progress import progress as tqdm
         starts = tqdm(starts, desc=progress if isinstance(progress, str) else "rendering digits",
                       unit="chunk")
     images = torch.empty(n, size, size, dtype=torch.uint8)

@@ -36,13 +36,13 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from . import flow
-from .cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
-from .devices import get_device
-from .paths import build_dir, check_folder
-from .runs import CheckpointError, RunLock, atomic_write, clean_temporaries, verified
-from .progress import progress as tqdm
-from .unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
+from diffnb.b import flow
+from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
+from diffnb.core.devices import get_device
+from diffnb.core.paths import build_dir, check_folder
+from diffnb.core.runs import CheckpointError, RunLock, atomic_write, clean_temporaries, verified
+from diffnb.core.progress import progress as tqdm
+from diffnb.b.unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
 MODELS = {"unconditional": UnconditionalUNet, "time": TimeConditionalUNet, "class": ClassConditionalUNet}
 
@@ -304,7 +304,7 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
         return TrainResult(model, config, run_dir, losses, epoch_ends, [], 0.0)
 
     if images is None:
-        from .data import load_digits
+        from diffnb.b.digits import load_digits
         data = load_digits(config.data, train=True, limit=config.train_limit, device=device)
         images, labels = data.images, data.labels
     images = images.to(device)

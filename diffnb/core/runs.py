@@ -1,4 +1,4 @@
-"""Safe training checkpoints, shared by both trainers (``diffnb.train`` and ``diffnb.mini``).
+"""Safe training checkpoints, shared by both trainers (``diffnb.b.train`` and ``diffnb.mini.model``).
 
 * ``atomic_write(path, write)``: write into ``.<name>.tmp-<pid>`` in the same folder, fsync, ``os.replace``,
   then record the file's sha256 in the run folder's ``checksums.json`` (itself written atomically).

@@ -2,13 +2,13 @@
 
 Part A's experiments (SDEdit, inpainting, anagrams, hybrids) need a text-to-image model. DeepFloyd IF
 is too big for a laptop CPU, so the pack draws a small world of its own, trains a small IF-compatible
-model on it (``diffnb.mini``) and a judge that reads digit and style back (``diffnb.world_judge``).
+model on it (``diffnb.mini.model``) and a judge that reads digit and style back (``diffnb.mini.judge``).
 
 Conventions (stated once):
   * Images are ``(N, 3, S, S)`` float in [0, 1] (``render_world``); the model sees them as [-1, 1].
   * Styles are named as prompts name them: ``STYLES = ("photo", "crayon drawing", "pencil sketch")``;
     a style index is a position in ``STYLES``.
-  * The glyphs are Part B's handwritten-style digits (``diffnb.data``: fonts and hand strokes, slant,
+  * The glyphs are Part B's handwritten-style digits (``diffnb.b.digits``: fonts and hand strokes, slant,
     elastic distortion), placed at a random size, position and tilt, then painted in a style:
 
       photo           a shaded, coloured digit with a soft shadow on a coloured, graded background
@@ -72,7 +72,7 @@ def _check_labels(values, name: str, high: int, n: int, gen: torch.Generator) ->
 def _glyphs(digits: torch.Tensor, styles: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor:
     """Digit masks (N, 1, size, size) in [0, 1]: Part B's glyphs, framed like MNIST at 28/32 of the
     canvas, then moved, scaled and tilted at random. Pencil strokes are drawn thin, crayon thick."""
-    from diffnb.data import _fit_and_centre, _stroke_levels, _warp, glyph_bank
+    from diffnb.b.digits import _fit_and_centre, _stroke_levels, _warp, glyph_bank
 
     bank, _, probs = glyph_bank()
     levels = _stroke_levels(bank)                                   # (G, W, 64, 64)
@@ -269,7 +269,7 @@ def tokenize(text: str, check: bool = True) -> list[str]:
         known = set(_vocabulary())
         unknown = [w for w in words if w not in known]
         if unknown:
-            from diffnb.prompts import PromptNotFoundError
+            from diffnb.a.prompts import PromptNotFoundError
             raise PromptNotFoundError(
                 f"the mini model does not know the word(s) {unknown} in {text!r}. It knows only its world's words: "
                 f"{' '.join(vocabulary())}. Try e.g. {prompt(7, 'photo')!r}, {prompt(3, 'crayon drawing', 2)!r} "
@@ -322,7 +322,7 @@ def _hand_drawn(digit: int, size: int = 128, seed: int = 0):
 
 
 def _example_masks(size: int = SIZE) -> dict[str, torch.Tensor]:
-    from diffnb.images import ellipse_mask, rectangle_mask
+    from diffnb.a.images import ellipse_mask, rectangle_mask
     return {"world_top": rectangle_mask(size, 0, 0, size // 2, size),
             "world_left": rectangle_mask(size, 0, 0, size, size // 2),
             "world_centre": ellipse_mask(size, size / 2, size / 2, size / 4, size / 4)}
@@ -333,7 +333,7 @@ def write_examples(root=None) -> list:
     digits and three masks under ``data/masks/``. Deterministic."""
     from pathlib import Path
     from torchvision.utils import save_image
-    from diffnb.paths import data_dir
+    from diffnb.core.paths import data_dir
 
     root = Path(root) if root is not None else data_dir()
     (root / "images" / "world").mkdir(parents=True, exist_ok=True)

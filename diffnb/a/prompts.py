@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from diffnb.paths import build_dir, data_dir
+from diffnb.core.paths import build_dir, data_dir
 
 DEFAULT_T5_REPO = "DeepFloyd/IF-I-XL-v1.0"
 MAX_LENGTH = 77                      # IF's T5 was trained with 77 tokens (diffusers IFPipeline.encode_prompt)
@@ -99,7 +99,7 @@ class PromptEmbeddings:
             where = f" in {self.source}" if self.source else ""
             raise PromptNotFoundError(
                 f"no embedding for prompt {prompt!r}{where}. Prompts available:\n{listing}\n"
-                "Pick one of these, or compute new ones with diffnb.prompts.encode_prompts (needs the T5 weights).")
+                "Pick one of these, or compute new ones with diffnb.a.prompts.encode_prompts (needs the T5 weights).")
         return self._table[prompt].to(device=device, dtype=dtype)
 
     __getitem__ = get
@@ -133,7 +133,7 @@ def load_embeddings(path: str | Path | None = None) -> PromptEmbeddings:
     if not path.is_file():
         raise FileNotFoundError(
             f"embeddings file not found: {path}. The pack ships {default_embeddings_path('tiny')} "
-            "(recreate it with `python -m diffnb.models make-tiny`); a course .pth file goes under data/embeddings/.")
+            "(recreate it with `python -m diffnb.a.models make-tiny`); a course .pth file goes under data/embeddings/.")
     if path.suffix == ".safetensors":
         table = _read_safetensors(path, _remake_hint(path))
     elif path.suffix in (".pth", ".pt"):
@@ -160,7 +160,7 @@ def load_embeddings(path: str | Path | None = None) -> PromptEmbeddings:
 
 def _remake_hint(path: Path) -> str:
     if path.resolve() == default_embeddings_path("tiny").resolve():
-        return ("re-create it with `python -m diffnb.models make-tiny` (or restore it with "
+        return ("re-create it with `python -m diffnb.a.models make-tiny` (or restore it with "
                 f"`git checkout -- data/embeddings/{path.name}`)")
     return "re-create it (PromptEmbeddings.save writes one) or copy it again from where it came"
 
@@ -232,7 +232,7 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
         else:
             missing.append(p)
     if missing:
-        from diffnb.devices import get_device
+        from diffnb.core.devices import get_device
         dev = get_device(device)
         dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
         try:
@@ -257,7 +257,7 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
                 "accept the licence at https://huggingface.co/DeepFloyd/IF-I-XL-v1.0, log in with "
                 "`huggingface-cli login` (or set HF_TOKEN), then call encode_prompts(..., local_files_only=False) "
                 "once on a machine with network access (tokenizer needs `sentencepiece`). Offline, use the "
-                "prompts of the shipped embeddings file (diffnb.prompts.load_embeddings().prompts).") from err
+                "prompts of the shipped embeddings file (diffnb.a.prompts.load_embeddings().prompts).") from err
         for p in missing:
             text = p.lower().strip()                        # IFPipeline._text_preprocessing, clean_caption=False
             tokens = tokenizer(text, padding="max_length", max_length=MAX_LENGTH, truncation=True,

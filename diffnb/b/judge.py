@@ -9,7 +9,7 @@ has an eleventh class, "not a digit", learnt from scrambled digits: real digits 
 tiles and shuffled (strokes without a digit's layout) and two digits overlaid.  A sample counts as
 legible when the judge picks one of the ten digits with probability at least ``LEGIBLE`` (0.9).
 
-Both judges (this one and the digit world's, ``diffnb.world_judge``) answer ``predict`` with one
+Both judges (this one and the digit world's, ``diffnb.mini.judge``) answer ``predict`` with one
 ``Reading`` and count legible samples with one rule, ``legible``.
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .paths import build_dir
+from diffnb.core.paths import build_dir
 
 
 NOT_A_DIGIT = 10
 
 #: a sample is legible when read as one of the ten digits (not ``NOT_A_DIGIT``) with probability >= this,
-#: for both judges (``Judge.summary``, ``diffnb.world_judge.WorldJudge.read``)
+#: for both judges (``Judge.summary``, ``diffnb.mini.judge.WorldJudge.read``)
 LEGIBLE = 0.9
 
 
@@ -37,7 +37,7 @@ class Reading(NamedTuple):
     """What a judge reads in N images, each field (N,) on the CPU.
 
     ``digit``: 0-9 or ``NOT_A_DIGIT`` (10); ``p_digit``: its softmax probability (the confidence);
-    ``style``, ``p_style``: the style (an index into ``diffnb.world.STYLES``) and its probability,
+    ``style``, ``p_style``: the style (an index into ``diffnb.mini.world.STYLES``) and its probability,
     ``None`` from Part B's judge, which reads no style."""
     digit: torch.Tensor
     p_digit: torch.Tensor
@@ -103,8 +103,8 @@ class Judge:
 def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limit: int = 20000,
               seed: int = 0, progress: bool = False) -> Judge:
     """The judge for ``data`` ("mnist" or "synthetic"), trained on first use and cached on disk."""
-    from .data import SOURCES, load_digits
-    from .devices import get_device
+    from diffnb.b.digits import SOURCES, load_digits
+    from diffnb.core.devices import get_device
 
     if data not in SOURCES:
         raise ValueError(f"data must be one of {list(SOURCES)}, got {data!r}")
@@ -146,7 +146,7 @@ def reset_parameters(model: nn.Module, seed: int) -> None:
 
 def _fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int,
          progress: bool) -> None:
-    from .progress import progress as tqdm
+    from diffnb.core.progress import progress as tqdm
 
     g = torch.Generator().manual_seed(seed)
     reset_parameters(model, seed)

@@ -1,0 +1,9 @@
+"""Part A: sampling and editing with DeepFloyd IF's stage 1 (write-up sections 0 to 1.9).
+
+``denoise``  1.1 the forward process, 1.2 Gaussian blur, 1.3 one-step and 1.4 iterative denoising,
+             1.5 sampling, 1.6 classifier-free guidance, 1.7 SDEdit and inpainting
+``views``    1.8 visual anagrams, 1.9 hybrid images
+``models``   the stage-1 bundle (DeepFloyd, the pack's ``mini``, a tiny test model)
+``prompts``  prompt embeddings (the shipped file, or T5 through diffusers)
+``images``   reading images and masks, and showing model images
+"""
