@@ -169,7 +169,7 @@ def test_a_missing_gpu_is_named_with_the_fix(monkeypatch, capsys):
 
 def test_the_checks_come_before_the_heavy_imports():
     """`evaluate --n 0` and `mini train --steps 0` stop before diffusers is imported (they took 16-20 s)."""
-    code = ("import sys\nfrom diffnb import evaluate, mini\n"
+    code = ("import sys\nfrom diffnb.mini import evaluate, model as mini\n"
             "for main, argv in ((evaluate.main, ['--n', '0']), (mini.main, ['train', '--steps', '0']),"
             " (evaluate.main, ['--sections', 'bogus'])):\n"
             "    try:\n        main(argv)\n    except SystemExit as e:\n        print(e.code)\n"
@@ -324,5 +324,5 @@ def test_damaged_model_files_are_named_with_the_fix(models, tmp_path, monkeypatc
     judge.parent.mkdir(parents=True)
     judge.write_bytes(b"garbage" * 20)
     with pytest.raises(RuntimeError, match=r"world judge's weights .* are damaged .*delete it and run "
-                                           r"`python -m diffnb\.world_judge --seed 0 --n-train 8 --epochs 1`"):
+                                           r"`python -m diffnb\.mini\.judge --seed 0 --n-train 8 --epochs 1`"):
         world_judge.get_world_judge(n_train=8, epochs=1)

@@ -171,7 +171,7 @@ CASES = [
     pytest.param(lambda: make_hybrids(tiny(), c(), c(), u(), ts(), num_images="4"), TypeError,
                  r"num_images must be a positive integer, got '4'", id="num_images-str"),
     pytest.param(lambda: sample_cfg(None, c(), u(), ts()), TypeError,
-                 r"stage1 must be a stage-1 bundle .*got None; load one with diffnb\.models\.load_stage1",
+                 r"stage1 must be a stage-1 bundle .*got None; load one with diffnb\.a\.models\.load_stage1",
                  id="sample_cfg-stage1-None"),
     pytest.param(lambda: pure_noise(None), TypeError, r"stage1 must be a stage-1 bundle.*load_stage1",
                  id="pure_noise-stage1-None"),
