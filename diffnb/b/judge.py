@@ -15,7 +15,6 @@ Both judges (this one and the digit world's, ``diffnb.mini.judge``) answer ``pre
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch

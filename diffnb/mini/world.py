@@ -72,18 +72,18 @@ def _check_labels(values, name: str, high: int, n: int, gen: torch.Generator) ->
 def _glyphs(digits: torch.Tensor, styles: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor:
     """Digit masks (N, 1, size, size) in [0, 1]: Part B's glyphs, framed like MNIST at 28/32 of the
     canvas, then moved, scaled and tilted at random. Pencil strokes are drawn thin, crayon thick."""
-    from diffnb.b.digits import _fit_and_centre, _stroke_levels, _warp, glyph_bank
+    from diffnb.b.glyphs import fit_and_centre, glyph_bank, stroke_levels, warp
 
     bank, _, probs = glyph_bank()
-    levels = _stroke_levels(bank)                                   # (G, W, 64, 64)
+    levels = stroke_levels(bank)                                   # (G, W, 64, 64)
     n_w = levels.shape[1]
     n = len(digits)
     choice = torch.multinomial(probs[digits], 1, generator=gen)[:, 0]
     lo = torch.tensor([0, n_w // 2, 0])[styles]                     # photo: any, crayon: thick, pencil: thin
     hi = torch.tensor([n_w, n_w, max(2, n_w // 4)])[styles]
     width = lo + (torch.rand(n, generator=gen) * (hi - lo)).long()
-    warped = _warp(levels[choice, width][:, None], gen)
-    framed = _fit_and_centre(warped, size)                          # 20/28 of the canvas, centred
+    warped = warp(levels[choice, width][:, None], gen)
+    framed = fit_and_centre(warped, size)                          # 20/28 of the canvas, centred
     # random scale, tilt and shift: the digit is anywhere from about 0.55 to 0.8 of the canvas
     scale = 0.85 + 0.3 * torch.rand(n, generator=gen)
     angle = torch.deg2rad(torch.randn(n, generator=gen).clamp(-2, 2) * 6.0)
