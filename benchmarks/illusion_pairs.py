@@ -16,7 +16,7 @@ prompts, or two) and prints what the judge reads:
 
 The last line ranks the pairs by success minus baseline. How the profile's pairs were
 chosen: screened here on seeds that the reported figures do not use (the default ``--seed 1000``;
-``python -m diffnb.mini.evaluate`` uses seed 0, the notebooks seed 100), so the figures reported for a
+``python -m diffnb.evaluate`` uses seed 0, the notebooks seed 100), so the figures reported for a
 chosen pair are not the ones it was picked on. Lines starting with ``{`` are JSON.
 """
 from __future__ import annotations
@@ -31,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffnb.mini import evaluate, world  # noqa: E402
+from diffnb import evaluate  # noqa: E402
+from diffnb.mini import world
 from diffnb.part_a import setup_part_a  # noqa: E402
 from diffnb.mini.judge import get_world_judge  # noqa: E402
 

@@ -27,7 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffnb.a import denoise as ddpm
-from diffnb.mini import evaluate, model as mini, world  # noqa: E402
+from diffnb import evaluate  # noqa: E402
+from diffnb.mini import model as mini, world
 from diffnb.core.devices import get_device  # noqa: E402
 from diffnb.mini.judge import get_world_judge  # noqa: E402
 

@@ -3,7 +3,8 @@
 The names the notebooks use are importable from here.  The package is laid out by audience:
 ``a/`` is Part A's course (DeepFloyd IF), ``b/`` Part B's (UNets and flow matching on digits),
 ``mini/`` the pack's own small IF-compatible model, ``core/`` the plumbing both share; ``part_a`` and
-``part_b`` set up a notebook, ``profiles`` holds the settings, ``pack`` runs the notebooks.
+``part_b`` set up a notebook, ``profiles`` holds the settings, ``evaluate`` measures Part A on
+``mini``, ``pack`` runs the notebooks.
 
 Part B's names are imported eagerly; Part A's pull in diffusers, so they load on first use.
 """

@@ -1,5 +1,5 @@
 """Bad inputs to the pack's own ``mini`` model, its exporter, the digit world, the world judge and the
-command lines of ``diffnb.mini.model``, ``diffnb.mini.evaluate`` and ``diffnb.mini.judge`` (issue 19, this
+command lines of ``diffnb.mini.model``, ``diffnb.evaluate`` and ``diffnb.mini.judge`` (issue 19, this
 area's part of the catalogue): each is refused at the edge by one clear error that names the argument
 and the fix. A new case is one line in ``CASES`` (the Python side) or ``CLI_CASES`` (a command line,
 which argparse answers with exit status 2 and the message on stderr)."""
@@ -12,7 +12,8 @@ import sys
 import pytest
 import torch
 
-from diffnb.mini import evaluate, model as mini, world, judge as world_judge
+from diffnb import evaluate
+from diffnb.mini import model as mini, world, judge as world_judge
 from diffnb.core.paths import project_root
 
 TINY = dict(steps=2, batch_size=2, n_images=4, warmup=1, save_every=2)
@@ -169,7 +170,7 @@ def test_a_missing_gpu_is_named_with_the_fix(monkeypatch, capsys):
 
 def test_the_checks_come_before_the_heavy_imports():
     """`evaluate --n 0` and `mini train --steps 0` stop before diffusers is imported (they took 16-20 s)."""
-    code = ("import sys\nfrom diffnb.mini import evaluate, model as mini\n"
+    code = ("import sys\nfrom diffnb import evaluate\nfrom diffnb.mini import model as mini\n"
             "for main, argv in ((evaluate.main, ['--n', '0']), (mini.main, ['train', '--steps', '0']),"
             " (evaluate.main, ['--sections', 'bogus'])):\n"
             "    try:\n        main(argv)\n    except SystemExit as e:\n        print(e.code)\n"

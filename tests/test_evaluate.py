@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from diffnb.mini import evaluate
+from diffnb import evaluate
 from diffnb.mini.judge import get_world_judge
 from diffnb.b.judge import Reading
 

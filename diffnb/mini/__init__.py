@@ -3,5 +3,6 @@
 ``world``     the digit world it is trained on (digits in styles, with prompts that name them)
 ``model``     its text encoder, recipe, training and shipped weights (``python -m diffnb.mini.model``)
 ``judge``     a classifier that reads a digit and a style from a sample
-``evaluate``  how well Part A's methods work on ``mini``, read by the judge (``python -m diffnb.mini.evaluate``)
+
+How well Part A's methods work on it, read by the judge: ``diffnb.evaluate``.
 """

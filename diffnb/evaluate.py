@@ -14,7 +14,7 @@ name a digit and a style, and lets the judge (``diffnb.mini.judge``) read the re
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
 
 The notebooks call them with a few samples (their checked cells print the rounded results);
-``python -m diffnb.mini.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
+``python -m diffnb.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
 ``diffnb.a.denoise``; every run takes an explicit seed.
 """
 from __future__ import annotations
@@ -277,7 +277,7 @@ def _out_argument(text: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from diffnb.mini.judge import device_argument, int_at_least
 
-    parser = argparse.ArgumentParser(prog="python -m diffnb.mini.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffnb.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int_at_least(2, "samples per experiment"), default=20,
                         help="samples per experiment (illusions, hybrids, edits), at least 2")
     parser.add_argument("--seed", type=int, default=0)
