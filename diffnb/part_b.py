@@ -9,6 +9,7 @@ import torch
 
 from diffnb import profiles
 from diffnb.b.digits import DigitData, load_digits
+from diffnb.core.checks import is_int
 from diffnb.core.devices import get_device
 
 
@@ -34,7 +35,7 @@ def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device
 def test_digits(source: str, n: int, first_index: int = 0) -> DigitData:
     """The first ``n`` test digits of ``source`` (fixed, so every run shows the same ones)."""
     for name, value, low in (("n", n, 1), ("first_index", first_index, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     test = load_digits(source, train=False)
     sl = slice(first_index, first_index + n)

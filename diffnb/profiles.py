@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from diffnb.b.train import TrainConfig
+from diffnb.core.checks import is_int
 
 PROFILES = ("quick", "seed")
 _MODELS = ("deepfloyd", "mini", "tiny")      # the keys of MODEL_INPUTS (below)
@@ -33,10 +34,6 @@ def _describe(value) -> str:
     if isinstance(value, str):
         return f"the string {value!r}"
     return f"{value!r} ({type(value).__name__})"
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_path(v) -> bool:
@@ -74,7 +71,7 @@ def _number(expects, valid=lambda v: True, example="1.0", optional=True):
 
 
 def _int(expects, valid=lambda v: v >= 1, example="1", optional=True):
-    return _Spec(expects, _is_int, valid, example, optional)
+    return _Spec(expects, is_int, valid, example, optional)
 
 
 def _list(expects, item, example, valid_item=None, optional=True):
@@ -111,10 +108,10 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     "image_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/rocket.jpg"]'),
     "sketch_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/sketch_cube.png"]'),
     "mask_paths": _list("a non-empty list of mask file paths", _is_path, '["data/masks/rocket_top.png"]'),
-    "noise_levels": _list("a non-empty list of timesteps, ints in [0, 999]", _is_int, "[250, 500, 750]",
+    "noise_levels": _list("a non-empty list of timesteps, ints in [0, 999]", is_int, "[250, 500, 750]",
                           lambda t: 0 <= t <= 999, optional=False),
     "i_start": _int("an index into the strided timesteps, an int >= 0", lambda v: v >= 0, "10", optional=False),
-    "i_starts": _list("a non-empty list of indices into the strided timesteps, ints >= 0", _is_int,
+    "i_starts": _list("a non-empty list of indices into the strided timesteps, ints >= 0", is_int,
                       "[1, 3, 5, 7, 10, 20]", lambda i: i >= 0),
     "kernel_size": _int("a positive odd int", lambda v: v >= 1 and v % 2 == 1, "5", optional=False),
     "blur_sigma": _number("a positive number (the blur's std in pixels)", lambda v: v > 0, "2.0", optional=False),

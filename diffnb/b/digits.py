@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from diffnb.b.glyphs import RENDERER_VERSION, font_paths, render_digits
+from diffnb.core.checks import is_int
 from diffnb.core.devices import get_device
 from diffnb.core.paths import build_dir, check_folder
 from diffnb.core.runs import atomic_write
@@ -111,7 +112,7 @@ def make_synthetic_mnist(root: Path | str | None = None, seed: int = 0, n_train:
     nothing is rendered. Default root: ``build_dir()/data/synthetic-seed<seed>``.
     """
     for name, value in (("seed", seed), ("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        if not is_int(value):
             raise TypeError(f"{name} must be an int, got {value!r}")
     if n_train <= 0 or n_test <= 0:
         raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}")
@@ -195,10 +196,9 @@ def load_digits(source: str = "synthetic", train: bool = True, root: Path | str 
                          f"{', '.join(repr(s) for s in SOURCES)}")
     if not isinstance(train, bool):
         raise TypeError(f"train must be True or False, got {train!r}")
-    if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool)
-                              or limit <= 0):
+    if limit is not None and (not is_int(limit) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}")
     dev = get_device(device)
     if root is not None:

@@ -15,12 +15,11 @@ settings once in ``TrainConfig`` and calls the unchecked cores (``_denoiser_loss
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from diffnb.core.checks import check_number, is_int
 
 
 # ----------------------------------------------------------------------------- denoising (1.2)
@@ -207,13 +206,13 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _initial_noise(unet, img_wh, n: int, seed: int, channels: int | None) -> torch.Tensor:
     if not (isinstance(img_wh, (tuple, list)) and len(img_wh) == 2
-            and all(_is_int(v) and v > 0 for v in img_wh)):
+            and all(is_int(v) and v > 0 for v in img_wh)):
         raise ValueError(f"img_wh must be (width, height), e.g. (28, 28); got {img_wh!r}")
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"number of samples must be a positive integer, got {n!r}")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. seed=0")
-    if channels is not None and (not _is_int(channels) or channels < 1):
+    if channels is not None and (not is_int(channels) or channels < 1):
         raise ValueError(f"channels must be a positive integer or None (the model's), got {channels!r}")
     w, h = int(img_wh[0]), int(img_wh[1])
     channels = channels or getattr(unet, "in_channels", 1)
@@ -231,29 +230,7 @@ def _check_images(x: torch.Tensor, name: str) -> None:
                         f"images in [0, 1]: pass {name}.float() / 255")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_num_ts(num_ts) -> None:
-    if not _is_int(num_ts) or num_ts < 1:
+    if not is_int(num_ts) or num_ts < 1:
         raise ValueError(f"num_ts must be a positive integer number of Euler steps, got {num_ts!r}; "
                          "pass e.g. num_ts=50")
-
-
-def check_number(name: str, value, low: float | None = None, high: float | None = None,
-                 fix: str = "") -> float:
-    """``value`` as a float if it is a finite real number in [low, high]; else a ``TypeError`` (not a
-    number) or ``ValueError`` (NaN, inf, out of range) that names ``name`` and ends with ``fix``."""
-    tail = f"; {fix}" if fix else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        got = f"the string {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
-        raise TypeError(f"{name} must be a number, got {got}{tail}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}{tail}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        span = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
-                else f">= {low:g}" if low is not None else f"<= {high:g}")
-        raise ValueError(f"{name} must be {span}, got {value:g}{tail}")
-    return value

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from diffnb.core.checks import is_int
+
 # Bump whenever the rendered bytes change: cached datasets with another version are re-rendered.
 RENDERER_VERSION = "diffnb-digits-2"
 
@@ -347,7 +349,7 @@ def render_digits(n: int, seed: int, size: int = 28, *, progress: bool | str = F
     0..9 (uniform random draws). ``progress``: show a tqdm bar over chunks (a string is its label).
     """
     for name, value in (("n", n), ("seed", seed), ("size", size)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        if not is_int(value):
             raise TypeError(f"{name} must be an int, got {value!r}")
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from diffnb.core.checks import is_int
 from diffnb.core.paths import build_dir
 
 
@@ -108,7 +109,7 @@ def get_judge(data: str = "synthetic", device="cpu", epochs: int = 2, train_limi
     if data not in SOURCES:
         raise ValueError(f"data must be one of {list(SOURCES)}, got {data!r}")
     for name, value in (("epochs", epochs), ("train_limit", train_limit), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1):
+        if not is_int(value) or (name != "seed" and value < 1):
             raise ValueError(f"{name} must be {'an int' if name == 'seed' else 'a positive int'}, got {value!r}")
     device = get_device(device)
     path = build_dir() / "judge" / f"{data}-v2-e{epochs}-n{train_limit}-s{seed}.safetensors"

@@ -6,6 +6,8 @@ import random
 import numpy as np
 import torch
 
+from diffnb.core.checks import is_int
+
 
 def get_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``"auto"`` to CUDA when available, else Apple ``mps``, else CPU.
@@ -42,7 +44,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch's global RNGs and return a CPU generator with that seed."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. seed_everything(0)")
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -52,6 +54,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch generator on ``device`` seeded with ``seed`` (random draws happen on the device)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. make_generator(0)")
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
