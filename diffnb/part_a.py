@@ -193,7 +193,8 @@ def forward_statistics(x0: torch.Tensor, x_t: torch.Tensor, t: int, stage1) -> d
     Returns ``abar``, the closed-form ``signal`` sqrt(abar_t) and ``noise_std`` sqrt(1 - abar_t), and
     the measured ``resid_mean`` and ``resid_std`` of x_t - sqrt(abar_t) x0.
     """
-    abar = float(stage1.scheduler.alphas_cumprod[t])
+    from diffnb.a.schedule import Schedule
+    abar = float(Schedule(stage1).abar(t))
     resid = (x_t.float().cpu() - abar ** 0.5 * x0.float().cpu())
     return dict(abar=abar, signal=abar ** 0.5, noise_std=(1 - abar) ** 0.5,
                 resid_mean=float(resid.mean()), resid_std=float(resid.std()))

@@ -28,6 +28,7 @@ def identities(model: str):
     from diffnb.a.views import IdentityView, anagram_estimator, hybrid_estimator, lowpass, highpass, make_anagram, make_hybrids
     from diffnb.core.numerics import agreement, ddpm_step_bound, formula_bound
     from diffnb.part_a import estimators_agree, sample_budget, setup_part_a
+    from diffusers import DDPMScheduler
     from diffusers.utils.torch_utils import randn_tensor
 
     with contextlib.redirect_stdout(io.StringIO()):
@@ -74,8 +75,9 @@ def identities(model: str):
         yield f"forward(t={t}) = add_noise", agreement(x_t, ref, formula_bound(image.abs().max() + noise.abs().max(), 3))
     x_t = forward(image, 690, s1, generator=make_generator(4))
     eps, var = estimate_noise(s1, x_t, 690, c)
-    s1.scheduler.set_timesteps(timesteps=ts)
-    ref = s1.scheduler.step(torch.cat([eps, var], 1), 690, x_t, generator=make_generator(5)).prev_sample
+    reference = DDPMScheduler.from_config(s1.scheduler.config)      # diffusers' own, with the list set on it
+    reference.set_timesteps(timesteps=ts)
+    ref = reference.step(torch.cat([eps, var], 1), 690, x_t, generator=make_generator(5)).prev_sample
     yield "ddpm_step = DDPMScheduler.step", agreement(ddpm_step(x_t, eps, var, 690, 660, s1, make_generator(5)), ref,
                                                       ddpm_step_bound(s1, x_t, eps, 690))
     sample = plain7

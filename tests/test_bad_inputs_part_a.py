@@ -365,7 +365,7 @@ def test_a_slight_overshoot_of_a_clean_image_is_accepted():
 
 
 def test_refused_before_any_work(monkeypatch):
-    """A bad scale or count is refused before noise is drawn or the scheduler's timesteps are set."""
+    """A bad scale or count is refused before noise is drawn (and the scheduler's timesteps are never set)."""
     g = torch.Generator().manual_seed(0)
     state = g.get_state()
     ts_before = tiny().scheduler.timesteps.clone()
@@ -381,9 +381,9 @@ def test_refused_before_any_work(monkeypatch):
 def test_scale_is_checked_once_not_per_step(monkeypatch):
     """The estimators check the scale when built; the loop's steps run no check."""
     seen = []
-    real = ddpm._check_scale
-    monkeypatch.setattr(ddpm, "_check_scale", lambda s, name="scale": seen.append(s) or real(s, name))
-    monkeypatch.setattr(guidance, "_check_scale", ddpm._check_scale)
+    real = ddpm.check_scale
+    monkeypatch.setattr(ddpm, "check_scale", lambda s, name="scale": seen.append(s) or real(s, name))
+    monkeypatch.setattr(guidance, "check_scale", ddpm.check_scale)
     sample_cfg(tiny(), c(), u(), strided_timesteps(tiny(), 990, 110), 5.0, torch.Generator().manual_seed(0))
     make_flip_illusion(tiny(), c(), c(), u(), ts(), 5.0, torch.Generator().manual_seed(0))
     assert seen == [5.0, 5.0]

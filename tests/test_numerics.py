@@ -9,7 +9,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from diffnb.a.denoise import _check_embeds, cfg_combine, cfg_estimator, ddpm_step, denoise_loop, pure_noise, run_unet, sample_cfg, strided_timesteps
+from diffnb.a.checks import check_embeds
+from diffnb.a.denoise import cfg_combine, cfg_estimator, ddpm_step, denoise_loop, pure_noise, run_unet, sample_cfg, strided_timesteps
 from diffnb.core.devices import make_generator
 from diffnb.a.views import highpass, hybrid_estimator, lowpass, make_hybrids
 from diffnb.core.numerics import EPS, UNET_ULPS, Agreement, agreement, formula_bound, rounding_bound, sampler_gain
@@ -73,7 +74,7 @@ def _broken(stage1, c, u, kind):
 
 @pytest.fixture(scope="module")
 def prompts(stage1, emb):
-    return tuple(_check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", ""))
+    return tuple(check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", ""))
 
 
 @pytest.mark.parametrize("kind", ["swapped", "dropped term", "low-pass only"])

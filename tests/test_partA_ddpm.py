@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffnb.a.denoise import (add_variance, blur_denoise, ddpm_step, estimate_noise, forward, inpaint,
@@ -12,6 +13,8 @@ from diffnb.a.denoise import (add_variance, blur_denoise, ddpm_step, estimate_no
                          sdedit, strided_timesteps)
 from diffnb.core.devices import make_generator
 from diffnb.a.images import rectangle_mask
+from diffnb.a.models import IF_SCHEDULER_CONFIG
+from diffnb.a.schedule import Schedule
 from diffnb.core.numerics import ddpm_step_bound, formula_bound
 
 
@@ -64,13 +67,29 @@ def test_forward_rejects_t_off_range(stage1, image, t, error):
 
 
 def test_strided_timesteps(stage1):
+    before = stage1.scheduler.timesteps.clone()
     ts = strided_timesteps(stage1)
     assert ts == list(range(990, -1, -30)) and len(ts) == 34
-    assert stage1.scheduler.timesteps.tolist() == ts
     assert strided_timesteps(stage1, start=100, stride=40) == [100, 60, 20, 0]
+    assert torch.equal(stage1.scheduler.timesteps, before)           # the scheduler is left as it was
+    assert Schedule(stage1).strided_timesteps() == ts
+
+
+def test_the_loop_leaves_the_scheduler_untouched(stage1, emb):
+    before = stage1.scheduler.timesteps.clone()
+    sample_cfg(stage1, emb.get("a rocket ship"), emb.get(""), strided_timesteps(stage1, 990, 330),
+               generator=make_generator(0))
+    assert torch.equal(stage1.scheduler.timesteps, before)
 
 
 # --------------------------------------------------------------------------- one step
+
+def _reference(stage1, ts):
+    """diffusers' own DDPMScheduler, a fresh copy of the bundle's with the strided list set on it."""
+    ref = DDPMScheduler.from_config(stage1.scheduler.config)
+    ref.set_timesteps(timesteps=ts)
+    return ref
+
 
 def test_one_strided_step_equals_ddpm_scheduler_step(stage1, emb, image):
     ts = strided_timesteps(stage1)
@@ -78,8 +97,7 @@ def test_one_strided_step_equals_ddpm_scheduler_step(stage1, emb, image):
     x_t = forward(image, t, stage1, generator=make_generator(4))
     eps, var = estimate_noise(stage1, x_t, t, emb.get("a high quality picture"))
     ours = ddpm_step(x_t, eps, var, t, prev_t, stage1, generator=make_generator(5))
-    stage1.scheduler.set_timesteps(timesteps=ts)
-    ref = stage1.scheduler.step(torch.cat([eps, var], dim=1), t, x_t, generator=make_generator(5)).prev_sample
+    ref = _reference(stage1, ts).step(torch.cat([eps, var], dim=1), t, x_t, generator=make_generator(5)).prev_sample
     torch.testing.assert_close(ours, ref, atol=ddpm_step_bound(stage1, x_t, eps, t), rtol=0)
     # the budget still sees a step with another noise draw, or with the noise estimate scaled by 1%
     assert not torch.allclose(ddpm_step(x_t, eps, var, t, prev_t, stage1, generator=make_generator(6)), ref,
@@ -95,8 +113,7 @@ def test_last_loop_step_equals_ddpm_scheduler_step(stage1, emb, image):
     x_t = forward(image, 30, stage1, generator=make_generator(6))
     ours = iterative_denoise(x_t, len(ts) - 2, stage1, c, ts, generator=make_generator(7))
     eps, var = estimate_noise(stage1, x_t, 30, c)
-    stage1.scheduler.set_timesteps(timesteps=ts)
-    ref = stage1.scheduler.step(torch.cat([eps, var], 1), 30, x_t, generator=make_generator(7)).prev_sample
+    ref = _reference(stage1, ts).step(torch.cat([eps, var], 1), 30, x_t, generator=make_generator(7)).prev_sample
     torch.testing.assert_close(ours, ref, atol=ddpm_step_bound(stage1, x_t, eps, 30), rtol=0)
 
 
@@ -111,13 +128,105 @@ def test_one_step_denoise_inverts_the_forward_formula(stage1, emb, image):
     torch.testing.assert_close(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, x_t, atol=bound, rtol=0)
 
 
-def test_t_not_on_the_schedule_is_refused(stage1, image):
-    strided_timesteps(stage1)
+def test_t_not_on_the_list_is_refused(stage1, image):
+    """The previous timestep is explicit: ddpm_step takes it, add_variance defaults to the course's list."""
     var = torch.zeros_like(image)
-    with pytest.raises(ValueError, match="not on the scheduler's timesteps"):
+    with pytest.raises(ValueError, match="t=35 is not on the course's strided list.*pass prev_t="):
         add_variance(var, 35, image, stage1)
-    with pytest.raises(ValueError, match="does not follow"):
-        ddpm_step(image, var, var, 690, 600, stage1)
+    with pytest.raises(ValueError, match="t=0 is not on the course's strided list"):
+        add_variance(var, 0, image, stage1)                         # 0 is the list's end: no step from it
+    with pytest.raises(ValueError, match=r"prev_t=700 must be below t=690"):
+        ddpm_step(image, var, var, 690, 700, stage1)
+    with pytest.raises(ValueError, match=r"prev_t=690 must be below t=690"):
+        add_variance(var, 690, image, stage1, prev_t=690)
+    with pytest.raises(ValueError, match=r"prev_t=-1 is out of range"):
+        ddpm_step(image, var, var, 690, -1, stage1)
+    # a list with an entry off the timesteps, or not running down, is refused by the loop that takes it
+    with pytest.raises(ValueError, match="out of range"):
+        iterative_denoise(image, 0, stage1, torch.zeros(1, 4, 4096), [1200, 30, 0])
+    with pytest.raises(ValueError, match="descending"):
+        iterative_denoise(image, 0, stage1, torch.zeros(1, 4, 4096), [990, 995, 0])
+
+
+def test_add_variance_defaults_to_the_course_list(stage1, emb, image):
+    x_t = forward(image, 690, stage1, generator=make_generator(4))
+    _, var = estimate_noise(stage1, x_t, 690, emb.get(""))
+    a = add_variance(var, 690, x_t, stage1, make_generator(5))
+    assert torch.equal(a, add_variance(var, 690, x_t, stage1, make_generator(5), prev_t=660))
+    assert not torch.equal(a, add_variance(var, 690, x_t, stage1, make_generator(5), prev_t=600))
+
+
+# --------------------------------------------------------------------------- the schedule against diffusers
+
+@pytest.mark.parametrize("t, prev_t", [(990, 960), (690, 660), (690, 600), (30, 0), (1, 0), (999, 0)])
+def test_learned_range_variance_equals_diffusers(stage1, t, prev_t):
+    """Schedule.log_variance is diffusers' _get_variance bit for bit (the reference may read the private
+    method; the library does not), for the strided step t -> prev_t set on a fresh scheduler."""
+    ref = _reference(stage1, [t, prev_t])
+    v = torch.rand((2, 3, 8, 8), generator=make_generator(t)) * 2.4 - 1.2   # the UNet's channels, a bit past [-1, 1]
+    ours = Schedule(stage1).log_variance(v, t, prev_t)
+    assert torch.equal(ours, ref._get_variance(t, v))
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.2, 3.0, 40.0])
+def test_dynamic_thresholding_equals_diffusers(stage1, scale):
+    """Schedule.clip_x0 (IF: Imagen's dynamic thresholding) is diffusers' _threshold_sample bit for bit,
+    per image, below s = 1 (plain clipping), in between and above sample_max_value."""
+    x0 = torch.randn((3, 3, 16, 16), generator=make_generator(1)) * scale
+    x0[1] *= 0.1                                                    # one image needs no thresholding at all
+    assert torch.equal(Schedule(stage1).clip_x0(x0), stage1.scheduler._threshold_sample(x0))
+    assert torch.equal(Schedule(stage1).clip_x0(x0.double()), stage1.scheduler._threshold_sample(x0.double()))
+
+
+def test_clip_x0_follows_the_config():
+    cfg = dict(IF_SCHEDULER_CONFIG, thresholding=False)
+    x0 = torch.linspace(-3, 3, 48).reshape(1, 3, 4, 4)
+    assert torch.equal(Schedule(DDPMScheduler(**cfg)).clip_x0(x0), x0.clamp(-1, 1))
+    assert torch.equal(Schedule(DDPMScheduler(**dict(cfg, clip_sample=False))).clip_x0(x0), x0)
+
+
+def test_one_step_with_fixed_noise_equals_diffusers_bit_for_bit(stage1, emb, image):
+    """A strided step through the Schedule (x0_hat, thresholding, posterior mean, learned variance) against
+    DDPMScheduler.step with the same generator: the same operations, so the same bits."""
+    ts = strided_timesteps(stage1)
+    for t, prev_t in [(990, 960), (690, 660), (30, 0)]:
+        x_t = forward(image, t, stage1, generator=make_generator(t))
+        eps, var = estimate_noise(stage1, x_t, t, emb.get("a high quality picture"))
+        ours = ddpm_step(x_t, eps, var, t, prev_t, stage1, generator=make_generator(5))
+        ref = _reference(stage1, ts).step(torch.cat([eps, var], 1), t, x_t, generator=make_generator(5))
+        assert torch.equal(ours, ref.prev_sample)
+        schedule = Schedule(stage1)
+        assert torch.equal(schedule.clip_x0(schedule.predict_x0(x_t, eps, t)), ref.pred_original_sample)
+
+
+def test_schedule_reads_only_public_scheduler_state(stage1, emb):
+    """The loop runs on a stand-in scheduler with just alphas_cumprod, init_noise_sigma and the config,
+    and gives the same image bit for bit: no private diffusers method, no scheduler timesteps."""
+    s = stage1.scheduler
+    bare = SimpleNamespace(alphas_cumprod=s.alphas_cumprod.clone(), init_noise_sigma=s.init_noise_sigma,
+                           config=SimpleNamespace(**dict(s.config)))
+    ts = strided_timesteps(stage1, 990, 330)
+    c, u = emb.get("a rocket ship"), emb.get("")
+    a = sample_cfg(stage1, c, u, ts, generator=make_generator(3))
+    b = sample_cfg(SimpleNamespace(unet=stage1.unet, scheduler=bare), c, u, ts, generator=make_generator(3))
+    assert torch.equal(a, b)
+
+
+def test_tables_equal_mini_schedule():
+    """Schedule.tables is mini's per-timestep tables bit for bit (mini's _schedule can call it)."""
+    from diffnb.mini.model import _schedule
+    sched = DDPMScheduler(**IF_SCHEDULER_CONFIG)
+    ours, theirs = Schedule(sched).tables("cpu"), _schedule(sched, "cpu")
+    assert set(ours) == set(theirs)
+    for k in theirs:
+        assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
+
+
+def test_forward_statistics_reads_abar_from_the_schedule(stage1, image):
+    from diffnb.part_a import forward_statistics
+    x_t = forward(image, 500, stage1, generator=make_generator(3))
+    stats = forward_statistics(image, x_t, 500, stage1)
+    assert stats["abar"] == float(stage1.scheduler.alphas_cumprod[500])
 
 
 def test_i_start_and_timesteps_are_checked(stage1, emb, image):

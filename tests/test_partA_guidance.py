@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffnb.a.denoise import _check_embeds, cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
+from diffnb.a.checks import check_embeds
+from diffnb.a.denoise import cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
 from diffnb.core.devices import make_generator
 from diffnb.a.views import (FlipView, IdentityView, NegateView, View, highpass, hybrid_estimator, lowpass,
                              make_anagram, make_flip_illusion, make_hybrids)
@@ -49,7 +50,7 @@ def _whole_sample_budget(stage1, c, u, ts):
     """The CFG sample's float32 budget (diffnb.core.numerics): per-step rounding at gamma = 7, times the
     sampler's gain over the 33 steps."""
     x = pure_noise(stage1, make_generator(0))
-    return sample_budget(stage1, cfg_estimator(stage1, _check_embeds(c, stage1, "c"), _check_embeds(u, stage1, "u"), 7.0),
+    return sample_budget(stage1, cfg_estimator(stage1, check_embeds(c, stage1, "c"), check_embeds(u, stage1, "u"), 7.0),
                          x, ts, 7.0)
 
 
@@ -118,7 +119,7 @@ def test_custom_view_is_easy_to_add(stage1, emb, ts):
 
 
 def test_estimators_agree_checks_the_identity_step_by_step(stage1, emb, ts):
-    c, c2, u = (_check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", "a man mid fall", ""))
+    c, c2, u = (check_embeds(emb.get(p), stage1, p) for p in ("a photo of a caveman", "a man mid fall", ""))
     x = pure_noise(stage1, make_generator(0), num_images=2)
     assert estimators_agree(cfg_estimator(stage1, c, u, 1.0), plain_estimator(stage1, c), x, ts, scale=1.0)
     agree = estimators_agree(hybrid_estimator(stage1, c, c, u, 7.0), cfg_estimator(stage1, c, u, 7.0), x, ts, scale=7.0)
@@ -129,7 +130,7 @@ def test_estimators_agree_checks_the_identity_step_by_step(stage1, emb, ts):
 
 
 def test_estimators_agree_needs_timesteps(stage1, emb):
-    c = _check_embeds(emb.get("a rocket ship"), stage1, "c")
+    c = check_embeds(emb.get("a rocket ship"), stage1, "c")
     x = pure_noise(stage1, make_generator(0))
     with pytest.raises(ValueError, match="at least one timestep"):
         estimators_agree(plain_estimator(stage1, c), plain_estimator(stage1, c), x, [], scale=1.0)

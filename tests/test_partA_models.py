@@ -56,6 +56,23 @@ def test_check_bundle_wants_learned_range_variance(stage1):
         check_bundle(SimpleNamespace(unet=stage1.unet, scheduler=sched))
 
 
+def test_check_bundle_wants_the_public_scheduler_state_the_schedule_reads(stage1):
+    """check_bundle asks for what diffnb.a.schedule.Schedule reads (alphas_cumprod, init_noise_sigma,
+    the config), not for a private diffusers method."""
+    s = stage1.scheduler
+    bare = SimpleNamespace(alphas_cumprod=s.alphas_cumprod, init_noise_sigma=1.0,
+                           config=SimpleNamespace(**IF_SCHEDULER_CONFIG))
+    assert not hasattr(bare, "_get_variance")
+    check_bundle(SimpleNamespace(unet=stage1.unet, scheduler=bare))
+    no_ratio = {k: v for k, v in IF_SCHEDULER_CONFIG.items() if k != "dynamic_thresholding_ratio"}
+    with pytest.raises(ValueError, match="dynamic thresholding.*dynamic_thresholding_ratio"):
+        check_bundle(SimpleNamespace(unet=stage1.unet, scheduler=SimpleNamespace(
+            alphas_cumprod=s.alphas_cumprod, init_noise_sigma=1.0, config=SimpleNamespace(**no_ratio))))
+    with pytest.raises(ValueError, match="not a diffusers DDPMScheduler"):
+        check_bundle(SimpleNamespace(unet=stage1.unet, scheduler=SimpleNamespace(alphas_cumprod=s.alphas_cumprod,
+                                                                                 config=bare.config)))
+
+
 def test_fp16_on_cpu_is_refused():
     with pytest.raises(ValueError, match="fp16 on the CPU.*float32"):
         load_stage1("tiny", device="cpu", dtype=torch.float16)

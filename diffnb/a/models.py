@@ -284,7 +284,11 @@ def check_bundle(bundle):
                          f"2 x {c_in} = {2 * c_in} (noise estimate + learned-range variance, like DeepFloyd IF "
                          f"stage 1). Use load_stage1(...) or a UNet with out_channels={2 * c_in}")
     sched = bundle.scheduler
-    if not (hasattr(sched, "alphas_cumprod") and hasattr(sched, "_get_variance") and hasattr(sched, "config")):
+    cfg = getattr(sched, "config", None)
+    needs = ("num_train_timesteps", "variance_type", "prediction_type", "thresholding", "clip_sample")
+    # what diffnb.a.schedule.Schedule reads: alphas_cumprod, init_noise_sigma and these config entries
+    if not (hasattr(sched, "alphas_cumprod") and hasattr(sched, "init_noise_sigma") and cfg is not None
+            and all(hasattr(cfg, k) for k in needs)):
         raise ValueError(f"the scheduler ({type(sched).__name__}) is not a diffusers DDPMScheduler; "
                          "build it with DDPMScheduler(**diffnb.a.models.IF_SCHEDULER_CONFIG)")
     if sched.config.variance_type != "learned_range":
@@ -293,6 +297,12 @@ def check_bundle(bundle):
     if sched.config.prediction_type != "epsilon":
         raise ValueError(f"the scheduler's prediction_type is {sched.config.prediction_type!r}; Part A's "
                          "formulas assume the UNet predicts the noise ('epsilon')")
+    if cfg.thresholding and not all(hasattr(cfg, k) for k in ("dynamic_thresholding_ratio", "sample_max_value")):
+        raise ValueError("the scheduler asks for dynamic thresholding but its config has no dynamic_thresholding_ratio "
+                         "/ sample_max_value; build it with DDPMScheduler(**diffnb.a.models.IF_SCHEDULER_CONFIG)")
+    if cfg.clip_sample and not cfg.thresholding and not hasattr(cfg, "clip_sample_range"):
+        raise ValueError("the scheduler asks for clip_sample but its config has no clip_sample_range; build it with "
+                         "DDPMScheduler(**diffnb.a.models.IF_SCHEDULER_CONFIG)")
     return bundle
 
 

@@ -23,9 +23,9 @@ from typing import Sequence
 import torch
 import torchvision.transforms.functional as TF
 
-from diffnb.a.denoise import (EmbeddingBatch, Estimator, _check_blur, _check_embeds, _check_generator, _check_sample,
-                         _check_scale, _check_timesteps, _denoise, _model_device_dtype, _noise, cfg_combine, run_unet,
-                         scheduler_of, strided_timesteps)
+from diffnb.a.checks import check_blur, check_embeds, check_sample, check_scale, check_timesteps, model_device_dtype
+from diffnb.a.denoise import EmbeddingBatch, Estimator, cfg_combine, denoise_loop, pure_noise, run_unet, strided_timesteps
+from diffnb.a.schedule import scheduler_of
 from diffnb.a.models import check_bundle
 
 
@@ -100,7 +100,7 @@ def anagram_estimator(stage1, views: Sequence[View], cond_embeds: Sequence[torch
     One UNet call per step on the batch [view_1(x) (uncond), view_1(x) (cond_1), view_2(x) ...].
     ``scale`` (gamma, negative legal) is checked here, once.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     batch = EmbeddingBatch([e for c in cond_embeds for e in (uncond_embeds, c)])
 
     def estimate(x, t):
@@ -137,8 +137,8 @@ def hybrid_estimator(stage1, cond_low: torch.Tensor, cond_high: torch.Tensor, un
     The variance is ``cond_low``'s conditional variance. ``scale`` (gamma, negative legal), ``kernel_size``
     and ``sigma`` are checked here, once.
     """
-    scale = _check_scale(scale)
-    kernel_size, sigma = _check_blur(kernel_size, sigma)
+    scale = check_scale(scale)
+    kernel_size, sigma = check_blur(kernel_size, sigma)
     batch = EmbeddingBatch([uncond_embeds, cond_low, cond_high])
 
     def estimate(x, t):
@@ -152,16 +152,15 @@ def hybrid_estimator(stage1, cond_low: torch.Tensor, cond_high: torch.Tensor, un
 
 # --------------------------------------------------------------------------- the course's functions
 
-def _start(stage1, timesteps, generator, num_images, height, width, where):
-    """The strided list and the pure noise, once every input is checked (the estimator already is)."""
-    n, h, w = _check_sample(stage1, num_images, height, width)
-    _check_generator(generator)
-    ts = strided_timesteps(stage1) if timesteps is None else _check_timesteps(timesteps, scheduler_of(stage1))
-    return ts, _noise(stage1, generator, n, h, w, where)
+def _start(stage1, timesteps, generator, num_images, height, width):
+    """The strided list and the pure noise (``pure_noise`` checks the count, the size and the generator
+    before it draws); the estimator is already checked."""
+    ts = strided_timesteps(stage1) if timesteps is None else check_timesteps(timesteps, scheduler_of(stage1))
+    return ts, pure_noise(stage1, generator, num_images, height, width)
 
 
 def _loop(stage1, x, ts, est, generator, progress, desc):
-    return _denoise(x, ts, 0, stage1, scheduler_of(stage1), est, generator, None, None, 5, progress, desc)
+    return denoise_loop(x, ts, 0, stage1, est, generator, progress=progress, desc=desc)
 
 
 def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor], uncond_embeds: torch.Tensor,
@@ -179,11 +178,11 @@ def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor],
     prompts = list(prompts)
     if len(prompts) != len(views):
         raise ValueError(f"give one prompt embedding per view: {len(views)} views, {len(prompts)} prompts")
-    where = _model_device_dtype(stage1)
-    conds = [_check_embeds(p, stage1, f"prompts[{k}]", where) for k, p in enumerate(prompts)]
-    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
+    where = model_device_dtype(stage1)
+    conds = [check_embeds(p, stage1, f"prompts[{k}]", where) for k, p in enumerate(prompts)]
+    u = check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
     est = anagram_estimator(stage1, views, conds, u, scale)
-    ts, x = _start(stage1, timesteps, generator, num_images, height, width, where)
+    ts, x = _start(stage1, timesteps, generator, num_images, height, width)
     return _loop(stage1, x, ts, est, generator, progress, "anagram")
 
 
@@ -212,15 +211,12 @@ def make_hybrids(stage1, prompt_low: torch.Tensor, prompt_high: torch.Tensor, un
     Returns ``(num_images, C, H, W)``.
     """
     check_bundle(stage1)
-    kernel_size, sigma = _check_blur(kernel_size, sigma)
-    where = _model_device_dtype(stage1)
-    c_low = _check_embeds(prompt_low, stage1, "prompt_low", where)
-    c_high = _check_embeds(prompt_high, stage1, "prompt_high", where)
-    u = _check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
+    _, h, w = check_sample(stage1, num_images, height, width)
+    kernel_size, sigma = check_blur(kernel_size, sigma, size=(h, w))   # odd, positive, and fits the image
+    where = model_device_dtype(stage1)
+    c_low = check_embeds(prompt_low, stage1, "prompt_low", where)
+    c_high = check_embeds(prompt_high, stage1, "prompt_high", where)
+    u = check_embeds(uncond_embeds, stage1, "uncond_embeds", where)
     est = hybrid_estimator(stage1, c_low, c_high, u, scale, kernel_size, sigma)
-    _, h, w = _check_sample(stage1, num_images, height, width)
-    if kernel_size // 2 >= min(h, w):
-        raise ValueError(f"kernel_size={kernel_size} is too large for a {h} x {w} image (reflect padding needs "
-                         f"kernel_size // 2 < {min(h, w)}); use a smaller kernel_size")
-    ts, x = _start(stage1, timesteps, generator, num_images, height, width, where)
+    ts, x = _start(stage1, timesteps, generator, num_images, height, width)
     return _loop(stage1, x, ts, est, generator, progress, "hybrid")
