@@ -11,12 +11,14 @@ import numbers
 
 import torch
 
+from diffnb.core.checks import is_int
+
 
 def check_t(t, sched, name: str = "t") -> int:
     T = sched.config.num_train_timesteps
     if torch.is_tensor(t) and t.numel() == 1 and not t.is_floating_point():
         t = t.item()
-    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+    if not is_int(t):
         raise TypeError(f"{name} must be an integer timestep in [0, {T}), got {t!r} ({type(t).__name__}); "
                         f"timesteps run {T - 1}..0")
     t = int(t)
@@ -44,7 +46,7 @@ def check_timesteps(timesteps, sched) -> list[int]:
 
 
 def check_i_start(i_start, ts: list[int]) -> int:
-    if isinstance(i_start, bool) or not isinstance(i_start, numbers.Integral):
+    if not is_int(i_start):
         raise TypeError(f"i_start must be an integer index into the timesteps, got {i_start!r}")
     if not 0 <= i_start <= len(ts) - 2:
         raise ValueError(f"i_start={i_start} leaves no step: the list has {len(ts)} timesteps, so i_start "
@@ -66,7 +68,7 @@ def check_scale(scale, name: str = "scale") -> float:
 
 
 def check_count(n, name: str = "num_images") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+    if not is_int(n):
         raise TypeError(f"{name} must be a positive integer, got {n!r} ({type(n).__name__}); pass e.g. {name}=4")
     if n < 1:
         raise ValueError(f"{name} must be at least 1, got {n}; pass e.g. {name}=4")
@@ -84,7 +86,7 @@ def check_generator(generator) -> None:
 def check_blur(kernel_size, sigma, size: tuple[int, int] | None = None) -> tuple[int, float]:
     """A Gaussian blur's ``kernel_size`` (positive odd int) and ``sigma`` (finite, positive); with ``size``
     ``(H, W)``, the kernel must also fit the image (reflect padding needs ``kernel_size // 2 < min(H, W)``)."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 \
+    if not is_int(kernel_size) or kernel_size < 1 \
             or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}; e.g. 5 or 33")
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
@@ -161,7 +163,7 @@ def check_sample(stage1, num_images, height, width) -> tuple[int, int, int]:
     for name, v, default in (("height", height, sh), ("width", width, sw)):
         if v is None:
             v = default
-        elif isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        elif not is_int(v):
             raise TypeError(f"{name} must be a positive integer or None (the model's {default}), got {v!r} "
                             f"({type(v).__name__})")
         if not _fits(stage1, int(v)):

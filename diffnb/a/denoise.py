@@ -31,7 +31,6 @@ per-step *projection* ``project(x_prev, prev_t) -> x_prev`` (inpainting).  All U
 """
 from __future__ import annotations
 
-import numbers
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -43,6 +42,7 @@ from diffnb.a.checks import (check_blur, check_embeds, check_generator, check_i_
 from diffnb.a.images import check_mask
 from diffnb.a.models import check_bundle
 from diffnb.a.schedule import Schedule, scheduler_of
+from diffnb.core.checks import is_int
 
 #: ``estimator(x_t, t) -> (eps, variance)``, both ``(N, C, H, W)``.
 Estimator = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor]"]
@@ -267,7 +267,7 @@ def _denoise(x, timesteps, i_start, stage1, sched, estimator, generator, project
     """``denoise_loop`` without the checks of ``x``, ``estimator`` and ``project`` (the callers made them)."""
     ts = check_timesteps(timesteps, sched)
     i_start = check_i_start(i_start, ts)
-    if intermediates is not None and (isinstance(return_every, bool) or not isinstance(return_every, numbers.Integral)
+    if intermediates is not None and (not is_int(return_every)
                                       or return_every < 1):
         raise ValueError(f"return_every must be a positive integer, got {return_every!r}")
     schedule = Schedule(sched)                                # the maths of every step; the scheduler is not changed
@@ -412,7 +412,7 @@ def sdedit(im: torch.Tensor, i_starts: Sequence[int], stage1, cond_embeds: torch
     ts = check_timesteps(timesteps, sched)
     where = model_device_dtype(stage1)
     x0 = check_image(im, stage1, "im", clean=True, where=where)
-    if isinstance(i_starts, numbers.Integral) and not isinstance(i_starts, bool):
+    if is_int(i_starts):
         i_starts = [i_starts]
     if isinstance(i_starts, (str, bytes)) or not hasattr(i_starts, "__iter__"):
         raise TypeError(f"i_starts must be a start index or a list of them, got {i_starts!r}; e.g. [1, 3, 5, 7, 10, 20]")

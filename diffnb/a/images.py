@@ -10,7 +10,6 @@ Conventions (stated once):
 """
 from __future__ import annotations
 
-import numbers
 import struct
 import zlib
 from pathlib import Path
@@ -21,21 +20,18 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from diffnb.core.checks import is_int
 from diffnb.core.paths import data_dir
 
 Size = Union[int, tuple[int, int]]
 ImageSource = Union[str, Path, Image.Image]
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _size_hw(size: Size) -> tuple[int, int]:
     """``size`` as ``(H, W)``: a positive int (a square) or a pair of positive ints."""
-    if _is_int(size):
+    if is_int(size):
         size = (size, size)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) for s in size)):
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(is_int(s) for s in size)):
         raise TypeError(f"size must be a positive int or a pair of ints (height, width), got {size!r} "
                         f"({type(size).__name__}); use the model's size, e.g. stage1.unet.config.sample_size (32)")
     h, w = int(size[0]), int(size[1])
