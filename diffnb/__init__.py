@@ -14,8 +14,8 @@ import importlib
 
 from .b.digits import DigitData, load_digits, make_synthetic_mnist, render_digits
 from .core.devices import get_device, make_generator, seed_everything
-from .b.flow import (add_noise, class_fm_forward, class_fm_sample, denoiser_loss, euler_integrate,
-                     pure_noise_loss, time_fm_forward, time_fm_sample)
+from .b.denoiser import add_noise, denoiser_loss, pure_noise_loss
+from .b.flow import class_fm_forward, class_fm_sample, euler_integrate, time_fm_forward, time_fm_sample
 from .profiles import part_b_config, part_b_sampling
 from .b.train import TrainConfig, load_history, load_model, train
 from .b.unet import (ClassConditionalUNet, Conv, ConvBlock, DownBlock, DownConv, FCBlock, Flatten,

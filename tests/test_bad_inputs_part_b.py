@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffnb
-from diffnb.b import flow
+from diffnb.b import denoiser, flow
 from diffnb import part_b as nbk, pack, profiles
 from diffnb.core.devices import get_device, make_generator, seed_everything
 from diffnb.b.judge import DigitClassifier, Judge
@@ -95,11 +95,11 @@ CASES = [
     pytest.param(lambda: _UNCOND(torch.rand(2, 1, 32, 32)), ValueError, r"spatial size 32x32.*resize", id="uncond-unet-32x32"),
     pytest.param(lambda: _TIME(_x(), torch.rand(3)), ValueError, r"3 time values for a batch of 2", id="time-unet-t-count"),
     # ---- the objectives and samplers (flow.py)
-    pytest.param(lambda: flow.add_noise(_x(), NAN), ValueError, r"sigma must be a finite number, got nan; pass a noise level", id="add-noise-nan-sigma"),
-    pytest.param(lambda: flow.add_noise(_x(), -0.5), ValueError, r"sigma must be >= 0, got -0\.5; pass a noise level", id="add-noise-negative-sigma"),
-    pytest.param(lambda: flow.add_noise(_x(), "0.5"), TypeError, r"sigma must be a number, got the string '0\.5'; pass a noise level", id="add-noise-string-sigma"),
-    pytest.param(lambda: flow.add_noise((_x() * 255).to(torch.uint8), 0.5), TypeError, r"x must be a float image.*x\.float\(\) / 255", id="add-noise-uint8"),
-    pytest.param(lambda: flow.denoiser_loss(_UNCOND, _x(), INF), ValueError, r"sigma must be a finite number, got inf", id="denoiser-loss-inf-sigma"),
+    pytest.param(lambda: denoiser.add_noise(_x(), NAN), ValueError, r"sigma must be a finite number, got nan; pass a noise level", id="add-noise-nan-sigma"),
+    pytest.param(lambda: denoiser.add_noise(_x(), -0.5), ValueError, r"sigma must be >= 0, got -0\.5; pass a noise level", id="add-noise-negative-sigma"),
+    pytest.param(lambda: denoiser.add_noise(_x(), "0.5"), TypeError, r"sigma must be a number, got the string '0\.5'; pass a noise level", id="add-noise-string-sigma"),
+    pytest.param(lambda: denoiser.add_noise((_x() * 255).to(torch.uint8), 0.5), TypeError, r"x must be a float image.*x\.float\(\) / 255", id="add-noise-uint8"),
+    pytest.param(lambda: denoiser.denoiser_loss(_UNCOND, _x(), INF), ValueError, r"sigma must be a finite number, got inf", id="denoiser-loss-inf-sigma"),
     pytest.param(lambda: flow.class_fm_sample(_CLASS, _C, num_ts=1, guidance_scale=NAN), ValueError, r"guidance_scale must be a finite number, got nan; pass a number such as 5\.0", id="cfg-scale-nan"),
     pytest.param(lambda: flow.class_fm_sample(_CLASS, _C, num_ts=1, guidance_scale=INF), ValueError, r"guidance_scale must be a finite number, got inf; pass a number", id="cfg-scale-inf"),
     pytest.param(lambda: flow.class_fm_sample(_CLASS, _C, num_ts=1, guidance_scale=None), TypeError, r"guidance_scale must be a number, got None.*pass a number such as 5\.0", id="cfg-scale-none"),

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffnb.b import flow
+from diffnb.b import denoiser, flow
 
 
 class Recorder(nn.Module):
@@ -123,13 +123,13 @@ def test_class_fm_forward_masks_about_p_uncond():
 def test_denoiser_objectives():
     x = torch.rand(4, 1, 8, 8)
     ident = Recorder(lambda z: z)
-    loss = flow.denoiser_loss(ident, x, 0.5, torch.Generator().manual_seed(0))
+    loss = denoiser.denoiser_loss(ident, x, 0.5, torch.Generator().manual_seed(0))
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loss, ((0.5 * eps) ** 2).mean())
-    loss0 = flow.denoiser_loss(ident, x, 0.0, torch.Generator().manual_seed(0))
+    loss0 = denoiser.denoiser_loss(ident, x, 0.0, torch.Generator().manual_seed(0))
     assert loss0.item() == 0.0
     mean = Recorder(lambda z: x.mean(0, keepdim=True).expand_as(z))
-    pn = flow.pure_noise_loss(mean, x, torch.Generator().manual_seed(0))
+    pn = denoiser.pure_noise_loss(mean, x, torch.Generator().manual_seed(0))
     torch.testing.assert_close(pn, x.var(0, unbiased=False).mean())
 
 

@@ -1,8 +1,10 @@
 """Part B: a UNet trained on digits, then flow matching (write-up sections 1.1 to 2.6).
 
-``unet``     1.1 the UNet blocks, 2.1 and 2.4 their time- and class-conditioned versions
-``flow``     1.2 the denoiser's losses, 2.1 to 2.6 the flow-matching losses and Euler samplers
-``train``    the five training runs, checkpointed and resumable
-``digits``   the digits: MNIST through torchvision, or digits rendered offline from fonts and strokes
-``judge``    a small digit classifier that reads samples
+``unet``      1.1 the UNet blocks, 2.1 and 2.4 their time- and class-conditioned versions
+``denoiser``  1.2 noising, the denoiser's loss and the pure-noise loss
+``flow``      2.1 to 2.6 the flow-matching losses and the Euler samplers, with CFG
+``train``     the five training runs, checkpointed and resumable
+``digits``    the digits: MNIST through torchvision, or digits rendered offline
+``glyphs``    how diffnb draws its own digits (fonts and strokes, thickened, warped, framed like MNIST)
+``judge``     a small digit classifier that reads samples; the reading type of both judges
 """

@@ -1,4 +1,4 @@
-"""Part B objectives and samplers: denoising, and flow matching with time and class conditioning.
+"""Part B, sections 2.1 to 2.6: flow matching with time and class conditioning, and its samplers.
 
 Conventions (stated once):
   * Part B's x_0 is noise and x_1 is data (the write-up's flow matching); Part A's x_0 is the clean
@@ -9,9 +9,9 @@ Conventions (stated once):
   * every random draw uses a ``torch.Generator`` on the model's device: pass one for
     training, or a ``seed`` for sampling.
 
-Checks: the public functions check their scalar settings (sigma, p_uncond, the guidance scale, seeds,
-step counts) in Python, once per call, and name the argument; ``diffnb.b.train`` checks the same
-settings once in ``TrainConfig`` and calls the unchecked cores (``_denoiser_loss`` ...) per step.
+Checks: the public functions check their settings (p_uncond, the guidance scale, seeds, step counts)
+in Python, once per call, and name the argument; they read no tensor values, so the training step
+(``diffnb.b.train``) calls them as they are, inside a CUDA graph too.
 """
 from __future__ import annotations
 
@@ -19,49 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffnb.b.denoiser import check_images
 from diffnb.core.checks import check_number, is_int
-
-
-# ----------------------------------------------------------------------------- denoising (1.2)
-def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = x + sigma * eps,  eps ~ N(0, I)   (section 1.2).  ``x: (N, C, H, W)``, ``sigma`` a finite
-    number >= 0 (0 returns ``x``)."""
-    check_number("sigma", sigma, low=0.0, fix="pass a noise level such as 0.5")
-    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-        what = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"x must be a float image tensor, got {what}; pass x.float() (uint8 pixels: x.float() / 255)")
-    return _add_noise(x, sigma, generator)
-
-
-def _add_noise(x, sigma, generator):
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + sigma * eps
-
-
-def denoiser_loss(unet: nn.Module, x: torch.Tensor, sigma: float = 0.5,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between ``unet(x + sigma eps)`` and the clean ``x``  (section 1.2.1)."""
-    check_number("sigma", sigma, low=0.0, fix="pass a noise level such as 0.5")
-    _check_images(x, "x")
-    return _denoiser_loss(unet, x, sigma, generator)
-
-
-def _denoiser_loss(unet, x, sigma, generator):
-    z = _add_noise(x, sigma, generator)
-    return F.mse_loss(unet(z), x)
-
-
-def pure_noise_loss(unet: nn.Module, x: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """MSE between ``unet(eps)`` and a clean digit: the input carries no information about the
-    target, so the best the network can do is the mean of the data  (section 1.2.3)."""
-    _check_images(x, "x")
-    return _pure_noise_loss(unet, x, generator)
-
-
-def _pure_noise_loss(unet, x, generator):
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return F.mse_loss(unet(eps), x)
 
 
 # ------------------------------------------------------------------------- flow matching (2.x)
@@ -84,11 +43,7 @@ def time_fm_forward(unet: nn.Module, x_1: torch.Tensor,
     x_0 ~ N(0, I), t ~ U[0, 1], x_t = (1 - t) x_0 + t x_1, target u = x_1 - x_0,
     loss = || u_theta(x_t, t) - (x_1 - x_0) ||^2   (section 2.2, Algorithm 1).
     """
-    _check_images(x_1, "x_1")
-    return _time_fm_forward(unet, x_1, generator)
-
-
-def _time_fm_forward(unet, x_1, generator):
+    check_images(x_1, "x_1")
     x_0, t = _fm_draws(x_1, generator)
     x_t = fm_interpolate(x_0, x_1, t)
     return F.mse_loss(unet(x_t, t), x_1 - x_0)
@@ -101,13 +56,9 @@ def class_fm_forward(unet: nn.Module, x_1: torch.Tensor, c: torch.Tensor, p_unco
     As ``time_fm_forward``, and each sample's class vector is dropped (mask = 0) with
     probability ``p_uncond``, so one network learns both u(x, t | c) and u(x, t).
     """
-    _check_images(x_1, "x_1")
+    check_images(x_1, "x_1")
     check_number("p_uncond", p_uncond, low=0.0, high=1.0,
                  fix="it is the probability of dropping the class, e.g. 0.1")
-    return _class_fm_forward(unet, x_1, c, p_uncond, generator)
-
-
-def _class_fm_forward(unet, x_1, c, p_uncond, generator):
     x_0, t = _fm_draws(x_1, generator)
     mask = (torch.rand(x_1.shape[0], generator=generator, device=x_1.device) >= p_uncond).to(x_1.dtype)
     x_t = fm_interpolate(x_0, x_1, t)
@@ -219,15 +170,6 @@ def _initial_noise(unet, img_wh, n: int, seed: int, channels: int | None) -> tor
     device = _model_device(unet)
     g = torch.Generator(device=device).manual_seed(int(seed))
     return torch.randn((n, channels, h, w), generator=g, device=device)
-
-
-def _check_images(x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be an image batch (N, C, H, W); got {shape}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{name} has dtype {x.dtype} (raw pixel values 0-255?); the objectives take float "
-                        f"images in [0, 1]: pass {name}.float() / 255")
 
 
 def _check_num_ts(num_ts) -> None:

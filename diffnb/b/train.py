@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from diffnb.b import flow
+from diffnb.b import denoiser, flow
+from diffnb.core.checks import check_number
 from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from diffnb.core.devices import get_device
 from diffnb.core.paths import build_dir, check_folder
@@ -47,21 +48,21 @@ from diffnb.b.unet import ClassConditionalUNet, TimeConditionalUNet, Uncondition
 MODELS = {"unconditional": UnconditionalUNet, "time": TimeConditionalUNet, "class": ClassConditionalUNet}
 
 
-# the unchecked cores: TrainConfig and train have checked every setting and the data once
+# the course's losses; their checks read no tensor values, so they run inside a CUDA graph too
 def _loss_denoise(model, x, y, g, cfg):
-    return flow._denoiser_loss(model, x, cfg.sigma, g)
+    return denoiser.denoiser_loss(model, x, cfg.sigma, g)
 
 
 def _loss_pure_noise(model, x, y, g, cfg):
-    return flow._pure_noise_loss(model, x, g)
+    return denoiser.pure_noise_loss(model, x, g)
 
 
 def _loss_time_fm(model, x, y, g, cfg):
-    return flow._time_fm_forward(model, x, g)
+    return flow.time_fm_forward(model, x, g)
 
 
 def _loss_class_fm(model, x, y, g, cfg):
-    return flow._class_fm_forward(model, x, y, cfg.p_uncond, g)
+    return flow.class_fm_forward(model, x, y, cfg.p_uncond, g)
 
 
 # objective -> (loss, model kind it needs)
@@ -115,7 +116,7 @@ class TrainConfig:
                                      ("sigma", 0.0, None, "pass a noise level such as 0.5"),
                                      ("p_uncond", 0.0, 1.0, "it is the probability of dropping the class, e.g. 0.1")):
             v = getattr(self, name)
-            checked = flow.check_number(name, v, low=low, high=high, fix=fix)
+            checked = check_number(name, v, low=low, high=high, fix=fix)
             if not isinstance(v, (int, float)):
                 object.__setattr__(self, name, checked)     # a NumPy float: a plain float for the hash
         if not self.lr > 0:
