@@ -212,14 +212,27 @@ def test_schedule_reads_only_public_scheduler_state(stage1, emb):
     assert torch.equal(a, b)
 
 
-def test_tables_equal_mini_schedule():
-    """Schedule.tables is mini's per-timestep tables bit for bit (mini's _schedule can call it)."""
-    from diffnb.mini.model import _schedule
+def test_tables_are_minis_formula_and_match_the_schedulers_betas():
+    """Schedule.tables (what mini's hybrid loss reads) is, bit for bit, the formula mini's loss used
+    before it moved here (written out below as the reference), and agrees with the scheduler's own
+    float32 betas.  That mini's training is unchanged is tests/test_mini_reproduces.py's job."""
     sched = DDPMScheduler(**IF_SCHEDULER_CONFIG)
-    ours, theirs = Schedule(sched).tables("cpu"), _schedule(sched, "cpu")
-    assert set(ours) == set(theirs)
-    for k in theirs:
-        assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
+    tab = Schedule(sched).tables("cpu")
+    abar = sched.alphas_cumprod.double()
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    beta = 1 - abar / abar_prev
+    post_var = beta * (1 - abar_prev) / (1 - abar)
+    ref = dict(abar=abar, log_beta=beta.log(), post_log_var=torch.cat([post_var[1:2], post_var[1:]]).log(),
+               coef_x0=beta * abar_prev.sqrt() / (1 - abar), coef_xt=(1 - abar_prev) * (1 - beta).sqrt() / (1 - abar))
+    assert set(tab) == set(ref)
+    for k, v in ref.items():
+        assert tab[k].dtype == torch.float32 and torch.equal(tab[k], v.float()), k
+    # beta from float32 abar (1 - abar_t / abar_{t-1}) carries abar's rounding, 2^-24 relative, as an
+    # absolute error of a few 2^-24 in beta_t ~ 1e-4: hence atol against the scheduler's betas
+    close = dict(rtol=1e-5, atol=4 * 2.0 ** -24)
+    torch.testing.assert_close(tab["log_beta"].double().exp(), sched.betas.double(), **close)
+    betas = sched.betas.double()
+    torch.testing.assert_close(tab["post_log_var"][1:].double().exp(), (betas * (1 - abar_prev) / (1 - abar))[1:], **close)
 
 
 def test_forward_statistics_reads_abar_from_the_schedule(stage1, image):

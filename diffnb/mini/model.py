@@ -63,7 +63,7 @@ import torch.nn as nn
 from diffnb.mini import world
 from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
 from diffnb.core.paths import build_dir, data_dir
-from diffnb.b.train import _atomic_write
+from diffnb.core.runs import atomic_write
 
 MAX_WORDS = 16
 EMBED_DIM = 64
@@ -248,15 +248,9 @@ def load_mini_prompts(folder: str | Path | None = None) -> MiniPrompts:
 # --------------------------------------------------------------------------- the hybrid loss
 
 def _schedule(scheduler, device) -> dict[str, torch.Tensor]:
-    """Per-timestep tensors of the (unstrided) schedule that the loss needs."""
-    abar = scheduler.alphas_cumprod.to(device=device, dtype=torch.float64)
-    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
-    beta = 1 - abar / abar_prev
-    post_var = beta * (1 - abar_prev) / (1 - abar)
-    post_log_var = torch.log(torch.cat([post_var[1:2], post_var[1:]]))     # clipped at t = 0 (improved DDPM)
-    out = dict(abar=abar, log_beta=torch.log(beta), post_log_var=post_log_var,
-               coef_x0=beta * abar_prev.sqrt() / (1 - abar), coef_xt=(1 - abar_prev) * (1 - beta).sqrt() / (1 - abar))
-    return {k: v.float() for k, v in out.items()}
+    """Per-timestep tensors of the (unstrided) schedule that the loss needs (``Schedule.tables``)."""
+    from diffnb.a.schedule import Schedule
+    return Schedule(scheduler).tables(device)
 
 
 def _normal_kl(mean1, logvar1, mean2, logvar2):
@@ -613,7 +607,7 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         opt_state, _ = portable_state(opt.state_dict())
         state = dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt_state,
                      ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg))
-        _atomic_write(state_path, lambda p: torch.save(state, p))
+        atomic_write(state_path, lambda p: torch.save(state, p))
 
     def make_step(source: torch.Tensor):
         def one_step(idx, t, noise, ids):
