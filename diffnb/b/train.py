@@ -22,11 +22,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import numbers
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +34,14 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from diffnb.b import denoiser, flow
 from diffnb.core.checks import check_number
-from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
+from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.devices import get_device
 from diffnb.core.paths import build_dir, check_folder
-from diffnb.core.runs import CheckpointError, RunLock, atomic_write, clean_temporaries, verified
+from diffnb.core.runs import CheckpointError, Run, atomic_write, read_safetensors, verified
 from diffnb.core.progress import progress as tqdm
 from diffnb.b.unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
 
@@ -177,32 +177,62 @@ class TrainResult:
         return load_model(self.config, epoch, device=device, run_dir=self.run_dir)
 
 
-_atomic_write = atomic_write         # the shared one (temporary file, fsync, os.replace, checksum recorded)
-
-
-def _save_epoch(run_dir: Path, epoch: int, model: nn.Module, state: dict) -> None:
+def _save_epoch(run: Run, epoch: int, model: nn.Module, state: dict) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     # weights first, then the state that points at them: a crash in between only redoes an epoch;
-    # the settings ride along, so that load_model can tell a checkpoint of another run
-    meta = {"epoch": str(epoch), "config": json.dumps(state["config"], sort_keys=True)}
-    _atomic_write(run_dir / f"epoch_{epoch:03d}.safetensors", lambda p: save_file(weights, p, metadata=meta))
-    _atomic_write(run_dir / "state.pt", lambda p: torch.save(state, p))
+    # the settings and the loss history ride along, so that load_model can tell a checkpoint of
+    # another run and a run whose state.pt is damaged can resume from this epoch (resume_from)
+    meta = {"epoch": str(epoch), "config": json.dumps(state["config"], sort_keys=True),
+            "losses": json.dumps(state["losses"]), "epoch_ends": json.dumps(state["epoch_ends"])}
+    atomic_write(run.dir / f"epoch_{epoch:03d}.safetensors", lambda p: save_file(weights, p, metadata=meta))
+    run.save(state)
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    return sorted(int(p.stem[6:]) for p in run_dir.glob("epoch_[0-9][0-9][0-9].safetensors"))
+
+
+def last_good_epoch(run_dir: str | Path) -> int | None:
+    """The last epoch of a run folder whose weights verify against its checksums (None: no such epoch)."""
+    for epoch in reversed(_epochs(Path(run_dir))):
+        try:
+            verified(Path(run_dir) / f"epoch_{epoch:03d}.safetensors")
+            return epoch
+        except CheckpointError:
+            pass
+    return None
+
+
+def _recovering(run_dir: Path, read):
+    """``read(fix, last_good)``; when the file it reads is damaged, the CheckpointError names the last
+    good epoch and how to resume from it (looked for only then: it reads every epoch's weights)."""
+    try:
+        return read(None, None)
+    except CheckpointError:
+        good = last_good_epoch(run_dir)
+        fix = f"delete the folder {run_dir} and train the run again"
+        if good is not None:
+            fix += f", or resume from its last good epoch, {good}: train(config, ..., resume_from={good})"
+        return read(fix, good)                  # raises again, with that fix
 
 
 def _load_state(run_dir: Path) -> dict | None:
-    path = run_dir / "state.pt"
+    return _recovering(run_dir, lambda fix, good: Run(run_dir, fix, lock=False).load(
+        {"epoch", "config", "losses", "epoch_ends"}, last_good=good))
+
+
+def _epoch_state(run_dir: Path, epoch: int, config: TrainConfig) -> dict:
+    """The state to resume from epoch ``epoch``'s weights alone (``resume_from``): its settings and losses."""
+    path = run_dir / f"epoch_{epoch:03d}.safetensors"
     if not path.exists():
-        return None
-    verified(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not {"epoch", "config", "losses", "epoch_ends"} <= set(state):
-            raise ValueError("not a diffnb training state")
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"{path} is damaged or not a diffnb training state ({reason[:200]}); "
-                           f"delete the folder {run_dir} and train the run again") from err
-    return state
+        raise FileNotFoundError(f"resume_from={epoch}: {run_dir} has no weights of epoch {epoch} ({path}); "
+                                f"its epochs: {_epochs(run_dir) or 'none'}")
+    meta = _recovering(run_dir, lambda fix, good: read_safetensors(path, fix, good, metadata=True))
+    if "losses" not in meta:
+        raise CheckpointError(f"{path} was written before checkpoints recorded their losses, so the run cannot "
+                              f"resume from it; delete the folder {run_dir} and train the run again", path)
+    return {"epoch": epoch, "config": json.loads(meta["config"]), "losses": json.loads(meta["losses"]),
+            "epoch_ends": json.loads(meta["epoch_ends"])}
 
 
 def _check_run_dir(run_dir) -> Path:
@@ -226,19 +256,10 @@ def _check_same_run(stored: dict, config: TrainConfig, run_dir: Path) -> None:
 
 def _load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
     """Checkpoint ``path`` into ``model``, with clear errors for a damaged file or other shapes."""
-    if path.exists():
-        verified(path)
-    try:
-        weights = load_file(str(path), device=str(device))
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise RuntimeError(f"{path} is damaged or not a safetensors checkpoint ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:200] if str(err) else ''}); delete its run folder "
-                           f"{path.parent} and train the run again") from err
+    weights = _recovering(path.parent, lambda fix, good: read_safetensors(path, fix, good, device))
     try:
         model.load_state_dict(weights)
-    except RuntimeError as err:
+    except RuntimeError:
         w = weights.get("conv_in.net.0.net.0.weight")
         theirs = f" (they were trained with num_hiddens={w.shape[0]})" if w is not None and w.dim() == 4 else ""
         raise ValueError(f"the weights in {path} do not fit a {type(model).__name__} with "
@@ -248,7 +269,8 @@ def _load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
 
 def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
           device="auto", run_dir: str | Path | None = None, progress: bool = True,
-          stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None) -> TrainResult:
+          stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None,
+          resume_from: int | None = None) -> TrainResult:
     """Train (or resume, or load) the run described by ``config``.
 
     images: (N, 1, 28, 28) float32 in [0, 1] and labels: (N,) int 0-9; if omitted they are loaded
@@ -262,12 +284,22 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     batch and only the main process writes checkpoints.
     cuda_graph: replay each step as a CUDA graph (default: on CUDA without an accelerator).  The
     draws are the same kind on every device; bitwise repeatable runs are a CPU property.
+    resume_from: continue after that epoch from its weights alone (for a run whose ``state.pt`` is
+    damaged: its ``CheckpointError`` names the last good epoch, ``.last_good``); the loss history up
+    to it comes from the weights file, Adam's moments start afresh at that epoch's learning rate and
+    the random draws from a new seed, so the rest of the run is not bit for bit an uninterrupted one.
+
+    The run folder is held by one process at a time (a second is refused, naming the holder), and a
+    damaged checkpoint is one ``CheckpointError`` naming the file and the fix (``diffnb.core.runs``).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
     if stop_after_epoch is not None and (isinstance(stop_after_epoch, bool)
                                          or not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}")
+    if resume_from is not None and (isinstance(resume_from, bool) or not isinstance(resume_from, int)
+                                    or not 1 <= resume_from <= config.epochs):
+        raise ValueError(f"resume_from must be None or an epoch in 1..{config.epochs}, got {resume_from!r}")
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None (automatic), got {cuda_graph!r}")
     device = accelerator.device if accelerator is not None else get_device(device)
@@ -282,16 +314,15 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     elif labels is not None:
         raise ValueError("labels were given without images; pass both, or neither to load config.data")
     run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if accelerator is not None and not accelerator.is_main_process:
-        return _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph)
-    with RunLock(run_dir):                 # one process per run folder; the checks below cannot be raced
-        clean_temporaries(run_dir)
-        return _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph)
+    # one process per run folder (helpers of a distributed run only read): the checks cannot be raced
+    with Run(run_dir, lock=accelerator is None or accelerator.is_main_process) as run:
+        return _train(config, images, labels, device, run, progress, stop_after_epoch, accelerator, cuda_graph,
+                      resume_from)
 
 
-def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, accelerator, cuda_graph):
-    state = _load_state(run_dir)
+def _train(config, images, labels, device, run, progress, stop_after_epoch, accelerator, cuda_graph, resume_from):
+    run_dir = run.dir
+    state = _load_state(run_dir) if resume_from is None else _epoch_state(run_dir, resume_from, config)
     if state is not None:
         _check_same_run(state["config"], config, run_dir)
     done = 0 if state is None else int(state["epoch"])
@@ -304,28 +335,15 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
         model.eval()
         return TrainResult(model, config, run_dir, losses, epoch_ends, [], 0.0)
 
-    if images is None:
-        from diffnb.b.digits import load_digits
-        data = load_digits(config.data, train=True, limit=config.train_limit, device=device)
-        images, labels = data.images, data.labels
-    images = images.to(device)
-    labels = labels.to(device) if labels is not None else torch.zeros(len(images), dtype=torch.long, device=device)
+    images, labels = _training_tensors(config, images, labels, device)
     n = images.shape[0]
-    if n < config.batch_size:
-        raise ValueError(f"{n} training images is less than one batch of {config.batch_size}")
     steps_per_epoch = n // config.batch_size     # drop the last partial batch (BatchNorm needs > 1)
-
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = (torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / config.epochs))
                  if config.lr_decay else None)
     gen = torch.Generator(device=device).manual_seed(config.seed)
-    if state is not None:                          # resume where the last finished epoch left off
-        _load_weights(model, run_dir / f"epoch_{done:03d}.safetensors", device)
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-
+    if state is not None:
+        _restore(state, run_dir, model, optimizer, scheduler, gen, config, device)
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -333,23 +351,11 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
     else:
         rank, world, is_main = 0, 1, True
 
-    loss_fn = OBJECTIVES[config.objective][0]
-
-    def one_step(idx):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, images[idx], labels[idx], gen, config)
-        if accelerator is not None:
-            accelerator.backward(loss)
-        else:
-            loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    run_step, lrs = one_step, None
-    if cuda_graph:
-        lrs = make_capturable(optimizer, device)
-        run_step = CudaGraphStep(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
-                                 generator=gen)
+    lrs = make_capturable(optimizer, device) if cuda_graph else None
+    one_step = functools.partial(_step, OBJECTIVES[config.objective][0], model, optimizer, images, labels, gen,
+                                 config, accelerator)
+    run_step = graph_step(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
+                          generator=gen, enabled=cuda_graph)
     last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     bar = tqdm(total=(last - done) * steps_per_epoch, desc=config.name, disable=not (progress and is_main),
                unit="batch", leave=True)
@@ -377,8 +383,7 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
                 "training images (finite, in [0, 1])")
         if scheduler is not None:
             scheduler.step()
-            if lrs is not None:
-                set_lrs(optimizer, lrs)              # the new rate into the tensor the graph reads
+            set_lrs(optimizer, lrs)                  # the new rate into the tensor a graph reads
         losses.extend(epoch_losses.tolist())
         epoch_ends.append(len(losses))
         trained.append(epoch)
@@ -386,7 +391,7 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
             raw = accelerator.unwrap_model(model) if accelerator is not None else model
             opt_state, sched_state = portable_state(optimizer.state_dict(),
                                                scheduler.state_dict() if scheduler is not None else None)
-            _save_epoch(run_dir, epoch, raw, {
+            _save_epoch(run, epoch, raw, {
                 "epoch": epoch, "config": _comparable(config), "losses": losses, "epoch_ends": epoch_ends,
                 "optimizer": opt_state,
                 "scheduler": sched_state,
@@ -398,6 +403,49 @@ def _train(config, images, labels, device, run_dir, progress, stop_after_epoch, 
         model = accelerator.unwrap_model(model)
     model.eval()
     return TrainResult(model, config, run_dir, losses, epoch_ends, trained, seconds)
+
+
+def _training_tensors(config, images, labels, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training set on ``device`` (``config.data`` when no images are given), labels zero if none."""
+    if images is None:
+        from diffnb.b.digits import load_digits
+        data = load_digits(config.data, train=True, limit=config.train_limit, device=device)
+        images, labels = data.images, data.labels
+    images = images.to(device)
+    labels = labels.to(device) if labels is not None else torch.zeros(len(images), dtype=torch.long, device=device)
+    if images.shape[0] < config.batch_size:
+        raise ValueError(f"{images.shape[0]} training images is less than one batch of {config.batch_size}")
+    return images, labels
+
+
+def _restore(state, run_dir, model, optimizer, scheduler, gen, config, device) -> None:
+    """Resume where the last finished epoch left off; after ``resume_from`` (a state without an
+    optimizer), with a fresh Adam at that epoch's learning rate and new draws."""
+    done = int(state["epoch"])
+    _load_weights(model, run_dir / f"epoch_{done:03d}.safetensors", device)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * (0.1 ** (done / config.epochs) if scheduler is not None else 1.0)
+    if scheduler is not None:
+        scheduler.last_epoch, scheduler._last_lr = done, [g["lr"] for g in optimizer.param_groups]
+    gen.manual_seed(config.seed + 1000003 * done)
+
+
+def _step(loss_fn, model, optimizer, images, labels, gen, config, accelerator, idx) -> torch.Tensor:
+    """One optimisation step on the batch ``idx``; it reads no tensor value, so it can be a CUDA graph."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, images[idx], labels[idx], gen, config)
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def _comparable(config: TrainConfig) -> dict:
@@ -471,7 +519,7 @@ def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
         raise FileNotFoundError(
             f"no checkpoint for {config.name!r} after epoch {epoch} (looked for {path}); {where}, "
             "with the same profile and overrides as this notebook")
-    verified(path)
+    _recovering(run_dir, lambda fix, good: verified(path, fix, good))
     stored = _stored_config(path)
     if stored is None:
         state = _load_state(run_dir)
@@ -486,14 +534,8 @@ def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
 
 def _stored_config(path: Path) -> dict | None:
     """The settings a checkpoint was written with (its metadata), or None for an older checkpoint."""
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return json.loads(meta["config"]) if "config" in meta else None
-    except Exception as err:
-        raise RuntimeError(f"{path} is damaged or not a safetensors checkpoint ({type(err).__name__}); "
-                           f"delete its run folder {path.parent} and train the run again") from err
+    meta = read_safetensors(path, metadata=True)
+    return json.loads(meta["config"]) if "config" in meta else None
 
 
 def load_history(config: TrainConfig, run_dir: str | Path | None = None) -> tuple[list[float], list[int]]:

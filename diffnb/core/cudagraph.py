@@ -80,12 +80,23 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> l
     return [group["lr"] for group in optimizer.param_groups]
 
 
-def set_lrs(optimizer: torch.optim.Optimizer, lrs: list[torch.Tensor], values=None) -> None:
+def graph_step(fn: Callable, *like: torch.Tensor, generator: torch.Generator | None = None,
+               enabled: bool = True) -> Callable:
+    """The training step both trainers run: ``fn`` recorded as a ``CudaGraphStep`` when ``enabled``
+    (``like``, ``generator``: as there), else ``fn`` itself."""
+    return CudaGraphStep(fn, *like, generator=generator) if enabled else fn
+
+
+def set_lrs(optimizer: torch.optim.Optimizer, lrs: list[torch.Tensor] | None, values=None) -> None:
     """Write learning rates into the tensors a recorded step reads: ``values`` (one float per group),
-    or what a scheduler has just put in the groups."""
-    for i, (group, lr) in enumerate(zip(optimizer.param_groups, lrs)):
-        lr.fill_(float(group["lr"] if values is None else values[i]))
-        group["lr"] = lr
+    or what a scheduler has just put in the groups.  ``lrs=None`` (an eager step): plain floats."""
+    for i, group in enumerate(optimizer.param_groups):
+        value = float(group["lr"] if values is None else values[i])
+        if lrs is None:
+            group["lr"] = value
+        else:
+            lrs[i].fill_(value)
+            group["lr"] = lrs[i]
 
 
 def portable_state(optimizer_state: dict, scheduler_state: dict | None = None) -> tuple[dict, dict | None]:

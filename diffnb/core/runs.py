@@ -8,6 +8,11 @@
 * ``RunLock(run_dir)``: one process per run folder (``fcntl.flock`` on ``.lock``, which holds JSON
   {pid, host, started} for the message); a second one is refused at once, naming the holder.
 * ``clean_temporaries(run_dir)``: remove the ``.*.tmp-<pid>`` files of processes that are gone.
+* ``read_safetensors(path, fix)``: verified tensors (or metadata) of a safetensors file.
+* ``Run(run_dir)``: the harness both trainers run in: ``with Run(run_dir, fix) as run:`` holds the lock,
+  has removed dead saves' temporaries, and offers ``run.load()`` (the verified state or None; any damage
+  is one ``CheckpointError`` naming the file and the fix, never a raw torch traceback) and
+  ``run.save(state)`` (written atomically).
 """
 from __future__ import annotations
 
@@ -111,7 +116,10 @@ def verified(path: str | Path, fix: str | None = None, last_good: int | None = N
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, own: bool = True) -> bool:
+    """Whether process ``pid`` runs (``own``: what this process counts as); where it cannot be told, True."""
+    if pid == os.getpid():
+        return own
     if os.name != "posix":
         return True
     try:
@@ -128,7 +136,7 @@ def clean_temporaries(run_dir: str | Path) -> list[Path]:
     removed = []
     for p in Path(run_dir).iterdir():
         m = _TMP.fullmatch(p.name)
-        if m and p.is_file() and (int(m["pid"]) == os.getpid() or not _pid_alive(int(m["pid"]))):
+        if m and p.is_file() and not pid_alive(int(m["pid"]), own=False):
             p.unlink()
             removed.append(p)
     return removed
@@ -178,7 +186,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 h = self._holder()
-                if h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"]):
+                if h.get("host") == me["host"] and isinstance(h.get("pid"), int) and not pid_alive(h["pid"]):
                     self.path.unlink(missing_ok=True)
                     continue
                 self._refuse(h)
@@ -198,3 +206,75 @@ class RunLock:
                 os.close(self.fd)
                 self.fd = None
         return False
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0][:200] if text else type(err).__name__)
+
+
+def read_safetensors(path: str | Path, fix: str | None = None, last_good: int | None = None, device="cpu",
+                     metadata: bool = False) -> dict:
+    """The tensors of a safetensors file (``metadata=True``: its metadata), after ``verified``; a file that
+    does not verify or does not load raises ``CheckpointError`` naming it and ``fix``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    verified(path, fix, last_good)
+    fix = fix or f"delete the run folder {path.parent} and train the run again"
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    try:
+        if metadata:
+            with safe_open(str(path), framework="pt") as f:
+                return f.metadata() or {}
+        return load_file(str(path), device=str(device))
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_reason(err)}); it is damaged: {fix}",
+                              path, last_good) from err
+
+
+class Run:
+    """``with Run(run_dir, fix) as run:`` one training's folder, the same for both trainers: the folder is
+    made, its lock held (``RunLock``: a second process is refused at once, naming the holder), the
+    temporaries of saves that were killed removed; ``run.load()`` is the verified checkpoint ``state.pt``
+    (or None for a new run) and ``run.save(state)`` writes it atomically.  ``lock=False``: for readers
+    (``load_history``, ``ema_models``) and the helper processes of a distributed run, which never write."""
+
+    def __init__(self, run_dir: str | Path, fix: str | None = None, lock: bool = True, name: str = "state.pt"):
+        self.dir, self.fix, self.path = Path(run_dir), fix, Path(run_dir) / name
+        self._lock = RunLock(self.dir) if lock else None
+
+    def __enter__(self) -> "Run":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._lock is not None:
+            self._lock.__enter__()
+            clean_temporaries(self.dir)
+        return self
+
+    def __exit__(self, *exc):
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
+        return False
+
+    def load(self, keys=(), last_good: int | None = None, map_location="cpu") -> dict | None:
+        """The dict ``torch.load`` reads from ``state.pt`` (``weights_only=True``) after ``verified``, or None
+        if there is none; a file that does not verify, does not load or lacks one of ``keys`` raises
+        ``CheckpointError`` naming it and the fix."""
+        if not self.path.exists():
+            return None
+        verified(self.path, self.fix, last_good)
+        try:
+            import torch
+            state = torch.load(self.path, map_location=map_location, weights_only=True)
+            if not isinstance(state, dict) or not set(keys) <= set(state):
+                raise ValueError("not a diffnb training state")
+        except Exception as err:
+            raise CheckpointError(f"{self.path} is damaged or not a diffnb training state ({_reason(err)}); "
+                                  f"{self.fix or f'delete the run folder {self.dir} and train the run again'}",
+                                  self.path, last_good) from err
+        return state
+
+    def save(self, state: dict) -> None:
+        import torch
+        atomic_write(self.path, lambda p: torch.save(state, p))

@@ -33,13 +33,11 @@ The exporter never touches the shipped model unless asked by name (``--overwrite
 The recipe (``RECIPE``) is 6,000 steps at batch 64, the first 3,500 of them on the world's images at
 half size (16x16, ``low_res``): the UNet is convolutional, so the same weights learn the digits'
 shapes there at a third of the cost of a full-size step, and the last 2,500 steps at 32x32 learn the
-detail. On 2 CPU cores that is under an hour (measured: 57 min 50 s for ``python -m diffnb.mini.model train``,
-uninterrupted, the world's rendering included; its weights equal the shipped ones bit for bit; the
-command now needs ``--overwrite-shipped`` to write them into ``data/models/mini-if``).
-The same random draws are taken on any device.
+detail. The same random draws are taken on any device.
 
-The run's checkpoint (``build/mini/<config hash>/state.pt``) is written atomically every few hundred
-steps and read back with ``weights_only=True``; an interrupted run continues where it stopped.
+The run (``build/mini/<config hash>/``) runs in ``diffnb.core.runs.Run``, as Part B's do: one process
+per folder, its checkpoint ``state.pt`` written atomically every ``save_every`` steps and verified
+against its checksum when read back (``weights_only=True``); an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
@@ -61,9 +59,9 @@ import torch
 import torch.nn as nn
 
 from diffnb.mini import world
-from diffnb.core.cudagraph import CudaGraphStep, make_capturable, portable_state, set_lrs
+from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.paths import build_dir, data_dir
-from diffnb.core.runs import atomic_write
+from diffnb.core.runs import Run, pid_alive, read_safetensors
 
 MAX_WORDS = 16
 EMBED_DIM = 64
@@ -163,7 +161,7 @@ class PromptEncoder(nn.Module):
         except (ValueError, TypeError, KeyError) as err:          # JSONDecodeError is a ValueError
             raise RuntimeError(f"the prompt encoder's config {config} is damaged ({err}); "
                                f"{_damaged_model_fix(folder.parent)}") from err
-        state = _read_safetensors(weights, _damaged_model_fix(folder.parent))
+        state = read_safetensors(weights, _damaged_model_fix(folder.parent))
         try:
             enc.load_state_dict(state)
         except RuntimeError as err:
@@ -180,17 +178,6 @@ def _damaged_model_fix(model_folder: Path) -> str:
                 "`python -m diffnb.mini.model train --overwrite-shipped`)")
     return (f"delete {model_folder} and export the model again (`python -m diffnb.mini.model train --out {model_folder}` "
             "with that run's settings, or diffnb.mini.model.export_run)")
-
-
-def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a damaged (truncated, overwritten) file raises a RuntimeError
-    naming it and ``fix``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise RuntimeError(f"{path} is not a readable safetensors file ({err}); it is damaged: {fix}") from err
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -320,8 +307,8 @@ def hybrid_loss(model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
 class MiniConfig:
     """Everything that determines the trained weights (the run folder is named by its hash).
 
-    The defaults are the first shipped model's recipe (``GPU_RECIPE``, stopped at ``GPU_RECIPE_STOP``); the
-    model shipped now is ``RECIPE``.
+    The defaults are those of an earlier recipe (``benchmarks/mini_recipes.py``, ``gpu_256``); the model
+    shipped is ``RECIPE``.
 
     Every field is checked when a config is made (``CONFIG_RULES``, ``check_setting``): a wrong type
     raises ``TypeError``, a value out of range ``ValueError``, each naming the field. Legal but
@@ -490,8 +477,8 @@ def _load_init(cfg: MiniConfig, unet, encoder) -> None:
                                 f"make them with diffnb.mini.model.snapshot(<that run's MiniConfig>, {step}) "
                                 "(`python -m diffnb.mini.model train` does it for the shipped recipe)")
     fix = f"delete {folder} and make it again with diffnb.mini.model.snapshot(<that run's MiniConfig>, {step})"
-    unet.load_state_dict(_read_safetensors(weights, fix))
-    encoder.load_state_dict(_read_safetensors(folder / "prompt_encoder" / "model.safetensors", fix))
+    unet.load_state_dict(read_safetensors(weights, fix))
+    encoder.load_state_dict(read_safetensors(folder / "prompt_encoder" / "model.safetensors", fix))
 
 
 def low_res(images: torch.Tensor) -> torch.Tensor:
@@ -530,8 +517,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     the step (forward, hybrid loss, backward, clipping, Adam) is recorded as a CUDA graph, one per
     image size, and replayed, with the step's draws copied into static tensors (``diffnb.core.cudagraph``).
 
-    ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (the
-    first GPU recipe stopped at ``GPU_RECIPE_STOP`` and exported with ``export_run``). Returns a summary
+    ``stop_after``: stop after that many more steps, ``stop_at``: at that step, without exporting (export
+    such a run with ``export_run``). Returns a summary
     dict with the final losses and the seconds spent in this call.
 
     Each checkpoint is written only if the losses since the last one and the EMA weights are finite;
@@ -557,14 +544,40 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         raise FileExistsError(f"run_dir {run_dir} is a file, not a folder; pass another run_dir (or none: "
                               f"build/mini/{cfg.key()})")
     out = export_target(out, overwrite_shipped, default=run_dir / "model")
+    with Run(run_dir, fix=f"delete the run folder {run_dir} and train the run again") as run:
+        return _train_mini(cfg, run, out, progress, stop_after, stop_at, dev, cuda_graph, overwrite_shipped)
+
+
+_STATE_KEYS = {"unet", "encoder", "opt", "ema", "gen", "step", "history"}
+
+
+def _mini_step(unet, encoder, opt, params, scheduler, sched, cfg, source, idx, t, noise, ids):
+    """One optimisation step on ``source[idx]`` (forward, hybrid loss, backward, clipping, Adam); it
+    checks nothing and reads no tensor value, so that it can be recorded as a CUDA graph."""
+    x0 = source[idx]
+    x_t = scheduler.add_noise(x0, noise, t)
+    pred = unet(x_t, t, encoder_hidden_states=encoder(ids)).sample
+    loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched, cfg.snr_gamma)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return mse, vlb
+
+
+def _flush(pending: list, history: list) -> None:
+    """The (mse, vlb) rows still on the device into ``history``: one read, not one per step."""
+    if pending:
+        history.extend(tuple(row) for row in torch.stack(pending).tolist())
+        pending.clear()
+
+
+def _train_mini(cfg, run, out, progress, stop_after, stop_at, dev, cuda_graph, overwrite_shipped) -> dict:
     from diffusers import DDPMScheduler
     from diffnb.a.models import IF_SCHEDULER_CONFIG
     from diffnb.core.progress import progress as tqdm
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state_path = run_dir / "state.pt"
     started = time.time()
-
     data = world.render_world(cfg.n_images, seed=cfg.seed)
     images = (data.images * 2 - 1).to(dev)                         # [-1, 1], the whole set on the device
     scheduler = DDPMScheduler(**IF_SCHEDULER_CONFIG)
@@ -579,8 +592,8 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
     ema = [p.detach().clone() for p in params]
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step, history = 0, []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=dev, weights_only=True)
+    state = run.load(_STATE_KEYS, map_location=dev)
+    if state is not None:
         unet.load_state_dict(state["unet"])
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["opt"])
@@ -589,54 +602,21 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         gen.set_state(state["gen"].cpu())
         step, history = int(state["step"]), list(state["history"])
         if progress:
-            print(f"resuming {run_dir} at step {step}", flush=True)
-
+            print(f"resuming {run.dir} at step {step}", flush=True)
     pending: list[torch.Tensor] = []           # (mse, vlb) per step, still on the device
-
-    def flush():
-        if pending:
-            history.extend(tuple(row) for row in torch.stack(pending).tolist())
-            pending.clear()
-
-    checked = [len(history)]                   # history[:checked] is in a checkpoint, known finite
-
-    def save():
-        flush()
-        _check_finite(history, checked[0], ema, step, cfg, state_path)
-        checked[0] = len(history)
-        opt_state, _ = portable_state(opt.state_dict())
-        state = dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=opt_state,
-                     ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg))
-        atomic_write(state_path, lambda p: torch.save(state, p))
-
-    def make_step(source: torch.Tensor):
-        def one_step(idx, t, noise, ids):
-            x0 = source[idx]
-            x_t = scheduler.add_noise(x0, noise, t)
-            emb = encoder(ids)
-            pred = unet(x_t, t, encoder_hidden_states=emb).sample
-            loss, mse, vlb = hybrid_loss(pred, x0, x_t, t, noise, sched, cfg.snr_gamma)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            return mse, vlb
-        return one_step
-
-    token_cache = functools.lru_cache(maxsize=None)(lambda p: encoder.token_ids([p]))   # the world has few prompts
+    checked = len(history)                     # history[:checked] is in a checkpoint, known finite
+    tokens: dict[str, torch.Tensor] = {}       # the world has few prompts
     lrs = make_capturable(opt, dev) if cuda_graph else None
     # per phase (True: the half-size first phase, if the run has one): the noise shape and the step
     phases = {}
     for low in ([True, False] if cfg.low_res_steps else [False]):
         source = low_res(images) if low else images
         shape = (cfg.batch_size, *source.shape[1:])
-        run = make_step(source)
-        if cuda_graph:
-            run = CudaGraphStep(run, torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
-                                torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
-                                torch.zeros(shape, device=dev),
-                                torch.zeros(cfg.batch_size, encoder.config["max_words"], dtype=torch.long, device=dev))
-        phases[low] = (shape, run)
+        like = (torch.zeros(cfg.batch_size, dtype=torch.long, device=dev),
+                torch.zeros(cfg.batch_size, dtype=torch.long, device=dev), torch.zeros(shape, device=dev),
+                torch.zeros(cfg.batch_size, encoder.config["max_words"], dtype=torch.long, device=dev))
+        fn = functools.partial(_mini_step, unet, encoder, opt, params, scheduler, sched, cfg, source)
+        phases[low] = (shape, graph_step(fn, *like, enabled=cuda_graph))
     unet.train()
     encoder.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -650,13 +630,11 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         shape, run_step = phases[step_i < cfg.low_res_steps]
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
         noise = torch.randn(shape, generator=gen)
-        ids = torch.cat([token_cache(p) for p in prompts])
-        lr = _lr(cfg, step_i)
-        if lrs is not None:
-            set_lrs(opt, lrs, [lr] * len(lrs))
-        else:
-            for group in opt.param_groups:
-                group["lr"] = lr
+        for p in prompts:
+            if p not in tokens:
+                tokens[p] = encoder.token_ids([p])
+        ids = torch.cat([tokens[p] for p in prompts])
+        set_lrs(opt, lrs, [_lr(cfg, step_i)] * len(opt.param_groups))
         mse, vlb = run_step(idx.to(dev), t.to(dev), noise.to(dev), ids.to(dev))
         decay = min(cfg.ema_decay, (1 + step_i) / (10 + step_i))
         with torch.no_grad():
@@ -664,21 +642,25 @@ def train_mini(cfg: MiniConfig = MiniConfig(), out: str | Path | None = None, ru
         pending.append(torch.stack([mse, vlb]))                # a copy: the graph's outputs are overwritten
         step = step_i + 1
         if step % 50 == 0 and progress:
-            flush()
+            _flush(pending, history)
             recent = history[-50:]
             bar.set_postfix(mse=f"{sum(h[0] for h in recent) / len(recent):.4f}",
                             vlb=f"{sum(h[1] for h in recent) / len(recent):.4f}")
         if step % cfg.save_every == 0 or step == end:
-            save()
-    flush()
+            _flush(pending, history)
+            _check_finite(history, checked, ema, step, cfg, run.path)
+            checked = len(history)
+            run.save(dict(unet=unet.state_dict(), encoder=encoder.state_dict(), opt=portable_state(opt.state_dict())[0],
+                          ema=ema, gen=gen.get_state(), step=step, history=history, config=dataclasses.asdict(cfg)))
+    _flush(pending, history)
     summary = dict(step=step, seconds=time.time() - started,
                    mse_last_200=sum(h[0] for h in history[-200:]) / max(1, len(history[-200:])),
                    vlb_last_200=sum(h[1] for h in history[-200:]) / max(1, len(history[-200:])),
-                   run_dir=str(run_dir))
+                   run_dir=str(run.dir))
     if step < cfg.steps:
         return summary
     # the last checkpoint's EMA weights, as an IF-style diffusers folder plus the prompt encoder
-    summary["out"] = str(export_run(cfg, run_dir, out, overwrite_shipped=overwrite_shipped))
+    summary["out"] = str(export_run(cfg, run.dir, out, overwrite_shipped=overwrite_shipped))
     return summary
 
 
@@ -786,27 +768,13 @@ def _remove_export(folder: Path) -> bool:
     return not folder.exists()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False             # our own leftover (an export of this process that failed)
-    if os.name != "posix":
-        return True              # no safe probe: leave the folder alone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:              # PermissionError: it runs, as another user
-        return True
-    return True
-
-
 def _clean_stale(out: Path) -> None:
     """Remove the work folders that exports of ``out`` left when they were killed (their process is gone)."""
     if not out.parent.is_dir():
         return
     for work in out.parent.iterdir():
         m = _WORK_NAME.fullmatch(work.name)
-        if m and m["name"] == out.name and work.is_dir() and not work.is_symlink() and not _pid_alive(int(m["pid"])):
+        if m and m["name"] == out.name and work.is_dir() and not work.is_symlink() and not pid_alive(int(m["pid"]), own=False):
             if not _remove_export(work):
                 warnings.warn(f"{work}, left by an export that was stopped, holds files an export does not write; "
                               "it is left as it is", RuntimeWarning, stacklevel=3)
@@ -876,7 +844,8 @@ def ema_models(cfg: MiniConfig, run_dir: str | Path | None = None):
     if not path.is_file():
         raise FileNotFoundError(f"run {cfg.key()} has no checkpoint in {run_dir}; train it first "
                                 "(`python -m diffnb.mini.model train` for the shipped recipe)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = Run(run_dir, f"delete the run folder {run_dir} and train the run again", lock=False).load(
+        _STATE_KEYS)
     unet, encoder = new_models(cfg.seed, cfg.pooled_text)
     with torch.no_grad():
         for p, e in zip(list(unet.parameters()) + list(encoder.parameters()), state["ema"]):
@@ -894,22 +863,9 @@ def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Pa
     return export(unet, encoder, out, cfg, state["history"], overwrite_shipped=overwrite_shipped)
 
 
-#: The recipe of the first shipped model (an H200 run): batch 256, Adam at 2e-3 with a cosine schedule
-#: set for 6000 steps, stopped at 3000. Judge (60 samples, CFG 7): 82% digit, 63% style; the same
-#: schedule at lr 1e-3 reached 58%. On 2 CPU cores it takes 5 to 6 hours, and cut to an hour
-#: (batch 64: 2500 steps at lr 1e-3, or 3000 at 2e-3 with min-SNR-5) it reaches 3% and 8%.
-GPU_RECIPE = MiniConfig()
-GPU_RECIPE_STOP = 3000
-
-#: The shipped model's recipe, under an hour on 2 CPU cores: batch 64, Adam at 2e-3 (cosine over 6000
-#: steps), min-SNR-5 weights, and the first 3500 steps on the world at 16x16 (``low_res``), where a
-#: step costs a third as much and the digits' shapes are learned; the last 2500 at 32x32.
-#: Measured on 2 CPU cores: ``python -m diffnb.mini.model train``, uninterrupted, 57 min 50 s with the world's
-#: rendering, and its weights equal the shipped ones bit for bit (the shipped run was trained in slices
-#: with judge breaks, 3641 s in all). Judge (60 samples, CFG 7, as ``benchmarks/mini_recipes.py``
-#: reads them): after the half-size phase (step 3500) 97% of samples drawn at 16x16 (upsampled for the
-#: judge) show the digit, 2% of those drawn at 32x32; then at 32x32 33%, 75%, 87%, 90%, 90% at steps
-#: 4000, 4500, 5000, 5500, 6000, style 100% from step 4000 on.
+#: The shipped model's recipe: batch 64, Adam at 2e-3 (cosine over 6000 steps), min-SNR-5 weights, and
+#: the first 3500 steps on the world at 16x16 (``low_res``), the last 2500 at 32x32.  Its timings and
+#: judge readings, and the recipes it replaced, are in ``benchmarks/mini_recipes.py``.
 RECIPE = MiniConfig(steps=6000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.0, low_res_steps=3500)
 RECIPE_STOP = RECIPE.steps
 
