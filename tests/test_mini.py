@@ -196,7 +196,7 @@ def test_a_run_stopped_early_exports_its_ema_weights_as_the_finished_run_does(tm
 def test_the_shipped_model_is_the_recipes_export():
     info = json.loads((model_dir("mini") / "training.json").read_text())
     assert info["config"] == mini.RECIPE.record()
-    assert len(info["mse_per_100_steps"]) * 100 >= mini.RECIPE_STOP > (len(info["mse_per_100_steps"]) - 1) * 100
+    assert len(info["mse_per_100_steps"]) * 100 >= mini.RECIPE.steps > (len(info["mse_per_100_steps"]) - 1) * 100
 
 
 def test_a_run_can_start_from_another_runs_ema_snapshot(tmp_path, one_thread, monkeypatch):

@@ -58,6 +58,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from diffnb.a.models import tiny_unet_config
 from diffnb.mini import world
 from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.paths import build_dir, data_dir
@@ -66,33 +67,16 @@ from diffnb.core.runs import Run, pid_alive, read_safetensors
 MAX_WORDS = 16
 EMBED_DIM = 64
 
-#: The UNet: IF's block types (ResNet levels with scale-shift time conditioning, a SimpleCrossAttn
-#: level and mid block that attend to the projected text), at 32x32 and small widths so that a
-#: 33-step CFG sample of 5 images takes a couple of seconds on 2 CPU cores.
-MINI_UNET_CONFIG = dict(
+#: The UNet: the tiny IF layout of ``diffnb.a.models`` (IF's block types: ResNet levels with scale-shift
+#: time conditioning, a SimpleCrossAttn level and mid block that attend to the projected text) with a
+#: third level and widths chosen so that a 33-step CFG sample of 5 images takes a couple of seconds on
+#: 2 CPU cores, at 32x32, conditioned on the prompt encoder's 64-wide states (IF: T5's 4096).
+MINI_UNET_CONFIG = tiny_unet_config(
     sample_size=world.SIZE,
-    in_channels=3,
-    out_channels=6,                                       # noise (3) + learned-range variance (3)
-    layers_per_block=1,
     block_out_channels=(24, 48, 96),
     down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
-    mid_block_type="UNetMidBlock2DSimpleCrossAttn",
     up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
-    cross_attention_dim=64,
-    attention_head_dim=32,
-    encoder_hid_dim=EMBED_DIM,                            # the prompt encoder's width (IF: T5's 4096)
-    encoder_hid_dim_type="text_proj",
-    addition_embed_type=None,
-    class_embed_type=None,
-    cross_attention_norm="group_norm",
-    resnet_time_scale_shift="scale_shift",
-    act_fn="gelu",
-    norm_num_groups=8,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    upcast_attention=False,
-    use_linear_projection=False,
-)
+    cross_attention_dim=64, attention_head_dim=32, encoder_hid_dim=EMBED_DIM, norm_num_groups=8)
 
 
 # --------------------------------------------------------------------------- prompt encoder
@@ -867,15 +851,6 @@ def export_run(cfg: MiniConfig, run_dir: str | Path | None = None, out: str | Pa
 #: the first 3500 steps on the world at 16x16 (``low_res``), the last 2500 at 32x32.  Its timings and
 #: judge readings, and the recipes it replaced, are in ``benchmarks/mini_recipes.py``.
 RECIPE = MiniConfig(steps=6000, batch_size=64, lr=2e-3, warmup=100, snr_gamma=5.0, low_res_steps=3500)
-RECIPE_STOP = RECIPE.steps
-
-
-def train_recipe(out: str | Path | None = None, progress: bool = True, device: str | torch.device = "auto",
-                 overwrite_shipped: bool = False) -> dict:
-    """Train (or resume) the shipped recipe and export it to ``out`` (default ``build/mini/<key>/model``);
-    ``overwrite_shipped=True`` replaces the shipped ``data/models/mini-if`` with it instead."""
-    return train_mini(RECIPE, out=out, progress=progress, device=device,      # exports when it finishes
-                      overwrite_shipped=overwrite_shipped)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off")
