@@ -29,6 +29,8 @@ from pathlib import Path
 from diffnb.core.paths import build_dir, project_root
 
 KERNEL = "python3"
+#: the kernelspec as JupyterLab writes it for ipykernel's python3: stored so, an untouched notebook opens unmodified
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
 
 
 def notebook_dir() -> Path:
@@ -116,11 +118,13 @@ def _parse_params(pairs: list[list[str]]) -> dict:
 
 
 def _clean_for_commit(nb: dict) -> dict:
-    """Drop papermill's per-cell timings so committed notebooks diff cleanly; stamp the source hash."""
+    """Drop papermill's per-cell timings so committed notebooks diff cleanly; store the kernelspec as
+    JupyterLab writes it; stamp the source hash."""
     for cell in nb["cells"]:
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).pop("execution", None)
     nb["metadata"].pop("papermill", None)
+    nb["metadata"]["kernelspec"] = dict(KERNELSPEC)
     nb["metadata"]["diffnb"] = {"source_hash": source_hash(nb), "profile": "quick"}
     return nb
 

@@ -35,7 +35,8 @@ def test_outputs_are_not_stale(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_conventions(path):
     nb = _load(path)
-    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["metadata"]["kernelspec"] == pack.KERNELSPEC, \
+        f"{path.name}: kernelspec {nb['metadata']['kernelspec']}; JupyterLab would rewrite it on open; {FIX}"
     values = pack.parameter_values(nb)                       # one cell, plain literals only
     assert values.get("profile") == "quick", "committed notebooks store the quick profile"
     assert values.get("device") == "auto"
