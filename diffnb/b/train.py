@@ -369,9 +369,10 @@ def _train(config, images, labels, device, run, progress, stop_after_epoch, acce
             loss = run_step(idx)
             epoch_losses[step] = loss
             bar.update(1)
-            if step % 50 == 0:
+            if step % 50 == 49:                       # within a long epoch: the latest batch's loss
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
         epoch_losses = epoch_losses.cpu()             # the one read per epoch, checked before the checkpoint
+        bar.set_postfix(epoch=epoch, loss=f"{float(epoch_losses.mean()):.4f}")   # the epoch's mean loss
         if not bool(torch.isfinite(epoch_losses).all()):
             bar.close()
             first = int((~torch.isfinite(epoch_losses)).nonzero()[0])
