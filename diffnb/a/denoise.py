@@ -2,9 +2,9 @@
 
 Conventions (stated once):
   * Images are ``(N, C, H, W)`` tensors with values in [-1, 1].
-  * Timesteps are integers t in [0, T), T = ``scheduler.config.num_train_timesteps`` (1000 for IF);
   * x_0 is the clean image and x_t its noised version (DDPM's convention); Part B's flow matching
     (``diffnb.b.flow``) names the ends the other way round, x_0 noise and x_1 data.
+  * Timesteps are integers t in [0, T), T = ``scheduler.config.num_train_timesteps`` (1000 for IF);
     t = 999 is pure noise, t = 0 is (almost) data. **Timesteps run 999..0, the strided list is
     descending**: ``strided_timesteps()`` gives [990, 960, ..., 30, 0], and step i goes from
     ``timesteps[i]`` to ``timesteps[i + 1]``.
