@@ -35,7 +35,7 @@ from diffnb.core.devices import get_device
 from diffnb.core.paths import build_dir, check_folder
 from diffnb.core.runs import atomic_write
 
-SOURCES = ("mnist", "synthetic")
+SOURCES = ("mnist", "mnist-5k", "synthetic")
 
 _IDX_NAMES = {  # split -> (images file, labels file), as torchvision expects them in MNIST/raw
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

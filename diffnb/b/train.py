@@ -37,6 +37,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from diffnb.b import denoiser, flow
+from diffnb.b.digits import SOURCES
 from diffnb.core.checks import check_number
 from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.devices import get_device
@@ -88,7 +89,7 @@ class TrainConfig:
     sigma: float = 0.5             # noise level of the "denoise" objective
     p_uncond: float = 0.1          # class dropout of the "class_fm" objective
     seed: int = 0
-    data: str = "synthetic"        # "mnist" or "synthetic"
+    data: str = "synthetic"        # one of diffnb.b.digits.SOURCES
     train_limit: int | None = None # use the first N training images (None: all)
     notebook: str = field(default="", compare=False)  # the notebook that trains it (for messages)
 
@@ -123,8 +124,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}; pass a learning rate such as 1e-3")
         if not isinstance(self.lr_decay, bool):
             raise TypeError(f"lr_decay must be True or False, got {self.lr_decay!r}")
-        if self.data not in ("mnist", "synthetic"):
-            raise ValueError(f"data must be 'mnist' or 'synthetic' here, got {self.data!r}")
+        if self.data not in SOURCES:
+            raise ValueError(f"data must be one of {', '.join(repr(s) for s in SOURCES)} here, got {self.data!r}")
         if self.train_limit is not None and self.train_limit < self.batch_size:
             raise ValueError(f"train_limit={self.train_limit} is smaller than one batch "
                              f"({self.batch_size}); raise it or lower batch_size")
