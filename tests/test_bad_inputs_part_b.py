@@ -131,7 +131,7 @@ CASES = [
     pytest.param(lambda: _cfg(lr_decay="yes"), TypeError, r"lr_decay must be True or False, got 'yes'", id="config-lr-decay-string"),
     pytest.param(lambda: _cfg(name="a/b"), ValueError, r"name must be a non-empty run name .*no slashes", id="config-name-slash"),
     pytest.param(lambda: _cfg(objective="diffusion"), ValueError, r"unknown objective 'diffusion'; choose one of", id="config-objective-unknown"),
-    pytest.param(lambda: _cfg(data="cifar"), ValueError, r"data must be 'mnist' or 'synthetic'", id="config-data-cifar"),
+    pytest.param(lambda: _cfg(data="cifar"), ValueError, r"data must be one of 'mnist', 'mnist-5k', 'synthetic' here, got 'cifar'", id="config-data-cifar"),
     # ---- train: the images, labels and run_dir, before the run folder is made
     pytest.param(lambda: _train(_images().double()), TypeError, r"images have dtype torch\.float64; .*pass images\.float\(\)", id="train-float64-images"),
     pytest.param(lambda: _train((_images() * 255).to(torch.uint8)), TypeError, r"images have dtype torch\.uint8 .*pass images\.float\(\) / 255", id="train-uint8-images"),
@@ -170,7 +170,7 @@ CASES = [
     pytest.param(lambda: profiles.part_b_config("class_fm", "quick", lr="0.01"), TypeError, r"lr must be a positive number, got the string '0\.01'; pass e\.g\. lr=1e-3", id="part-b-config-lr-string"),
     pytest.param(lambda: profiles.part_b_config("class_fm", "quick", epochs=2.5), TypeError, r"epochs must be a positive int, got 2\.5.*epochs=10", id="part-b-config-epochs-float"),
     pytest.param(lambda: profiles.part_b_config("class_fm", "quick", seed=1.5), TypeError, r"seed must be an int, got 1\.5.*seed=0", id="part-b-config-seed-float"),
-    pytest.param(lambda: profiles.part_b_config("class_fm", "quick", data="cifar"), ValueError, r"data must be one of \['auto', 'mnist', 'synthetic'\], got 'cifar'", id="part-b-config-data-cifar"),
+    pytest.param(lambda: profiles.part_b_config("class_fm", "quick", data="cifar"), ValueError, r"data must be one of \['auto', 'mnist', 'mnist-5k', 'synthetic'\], got 'cifar'", id="part-b-config-data-cifar"),
     pytest.param(lambda: profiles.part_b_config("class_fm", "quick", learning_rate=1.0), ValueError, r"unknown setting\(s\) \['learning_rate'\]", id="part-b-config-unknown-setting"),
     pytest.param(lambda: profiles.part_b_config("class_fm", "fast"), ValueError, r"unknown profile 'fast'; use one of", id="part-b-config-unknown-profile"),
     pytest.param(lambda: profiles.check_notebook_parameters({"pairs": 3}), TypeError, r"pairs must be a non-empty list of \(prompt, prompt\) pairs, got 3 \(int\); pass e\.g\. pairs=\[", id="nb-param-pairs-int"),
@@ -200,11 +200,11 @@ CASES = [
     # ---- the digits (data.py)
     pytest.param(lambda: diffnb.load_digits("synthetic", root=_A_FILE), ValueError, r"root must be a folder, but .*a-file is a file; pass another root", id="load-digits-root-is-a-file"),
     pytest.param(lambda: diffnb.make_synthetic_mnist(_A_FILE / "x", n_train=8, n_test=8), ValueError, r"root must be a folder, but .* lies under .*a-file, which is a file", id="make-synthetic-root-under-a-file"),
-    pytest.param(lambda: diffnb.load_digits("cifar"), ValueError, r"unknown digit source 'cifar'; valid values are 'mnist', 'synthetic'", id="load-digits-unknown-source"),
+    pytest.param(lambda: diffnb.load_digits("cifar"), ValueError, r"unknown digit source 'cifar'; valid values are 'mnist', 'mnist-5k', 'synthetic'", id="load-digits-unknown-source"),
     pytest.param(lambda: diffnb.load_digits("synthetic", limit=0), ValueError, r"limit must be a positive int or None, got 0", id="load-digits-limit-0"),
     pytest.param(lambda: diffnb.render_digits(10, seed=1.5), TypeError, r"seed must be an int, got 1\.5", id="render-digits-seed-float"),
     # ---- the judge
-    pytest.param(lambda: diffnb.b.judge.get_judge("cifar"), ValueError, r"data must be one of \['mnist', 'synthetic'\], got 'cifar'", id="get-judge-unknown-data"),
+    pytest.param(lambda: diffnb.b.judge.get_judge("cifar"), ValueError, r"data must be one of \['mnist', 'mnist-5k', 'synthetic'\], got 'cifar'", id="get-judge-unknown-data"),
     pytest.param(lambda: diffnb.b.judge.get_judge("synthetic", epochs=0), ValueError, r"epochs must be a positive int, got 0", id="get-judge-epochs-0"),
     pytest.param(lambda: Judge(DigitClassifier(), 0.0).predict(_nan_x()), ValueError, r"images hold 1 NaN or inf pixel values.*check the model", id="judge-nan-images"),
     pytest.param(lambda: Judge(DigitClassifier(), 0.0).predict((_x() * 255).to(torch.uint8)), TypeError, r"images have dtype torch\.uint8.*images\.float\(\) / 255", id="judge-uint8-images"),

