@@ -67,3 +67,49 @@ def epoch_losses(losses: list[float], epoch_ends: list[int]) -> list[float]:
     """Mean training loss of each epoch."""
     starts = [0] + list(epoch_ends[:-1])
     return [sum(losses[s:e]) / max(e - s, 1) for s, e in zip(starts, epoch_ends)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m diffnb.part_b train RUN --profile quick [...]``: train (or resume) one Part B run.
+
+    Under ``accelerate launch --num_processes N -m diffnb.part_b train ...`` each process takes its
+    share of every batch (global batch = ``batch_size``); the run folder is the one the notebooks
+    compute from the same profile and overrides."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m diffnb.part_b", description=main.__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train (or resume, or load) one Part B run")
+    t.add_argument("run", choices=sorted(profiles.PART_B_RUNS))
+    t.add_argument("--profile", default="quick", choices=list(profiles.PROFILES))
+    t.add_argument("--data", default=None, help="digit source (default: the profile's)")
+    for name, kind in (("epochs", int), ("train_limit", int), ("num_hiddens", int), ("batch_size", int),
+                       ("lr", float), ("seed", int)):
+        t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    t.add_argument("--run-dir", default=None, help="run folder (default: build/runs/<name>-<config hash>)")
+    t.add_argument("--stop-after-epoch", type=int, default=None, help="stop after that epoch (resumable)")
+    t.add_argument("--device", default="auto", choices=["cpu", "auto", "cuda"])
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    import accelerate
+
+    from diffnb.b.train import train
+
+    overrides = {k: getattr(args, k) for k in ("epochs", "train_limit", "num_hiddens", "batch_size", "lr", "seed")
+                 if getattr(args, k) is not None}
+    config = profiles.part_b_config(args.run, args.profile, args.data or "auto", **overrides)
+    acc = accelerate.Accelerator(cpu=args.device == "cpu")
+    result = train(config, accelerator=acc, run_dir=args.run_dir, stop_after_epoch=args.stop_after_epoch,
+                   progress=not args.no_progress)
+    if acc.is_main_process:
+        print(f"run: {result.run_dir}")
+        print(f"processes: {acc.num_processes} | device: {acc.device} | "
+              f"trained epochs this call: {result.trained_epochs or 'none (loaded)'}")
+        for epoch, loss in enumerate(epoch_losses(result.losses, result.epoch_ends), 1):
+            print(f"epoch {epoch}: mean loss {loss:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,7 +4,9 @@
     there and batches are index slices of it (no DataLoader, no per-batch transfer).
   * Noise, t and the class-dropout mask are drawn on the device from one ``torch.Generator``
     seeded by ``config.seed``; its state is checkpointed, so a resumed run draws exactly the
-    numbers an uninterrupted run would.
+    numbers an uninterrupted run would.  With several processes (``accelerate launch``) that
+    generator draws only the permutation; each process draws its noise from its own generator,
+    seeded per epoch by ``rank_seed(seed, rank, epoch)``, and the epoch's losses are averaged over them.
   * After every epoch the loop writes ``epoch_NNN.safetensors`` (model weights) and
     ``state.pt`` (optimizer, scheduler, generator, loss history), each atomically (temporary
     file, then ``os.replace``).  Calling ``train`` again with the same config resumes after the
@@ -304,6 +306,8 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None (automatic), got {cuda_graph!r}")
     device = accelerator.device if accelerator is not None else get_device(device)
+    if device.type == "cpu":
+        device = torch.device("cpu")      # a multi-process CPU accelerator says "cpu:0", which safetensors refuses
     if cuda_graph is None:
         cuda_graph = device.type == "cuda" and accelerator is None
     elif cuda_graph and (device.type != "cuda" or accelerator is not None):
@@ -321,8 +325,17 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
                       resume_from)
 
 
+def rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of process ``rank``'s draws (noise, t, class dropout) in ``epoch`` of a distributed run:
+    distinct per rank and epoch, and a function of them alone, so a resumed run redraws them exactly."""
+    digest = hashlib.sha256(f"diffnb-draws:{int(seed)}:{int(rank)}:{int(epoch)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
 def _train(config, images, labels, device, run, progress, stop_after_epoch, accelerator, cuda_graph, resume_from):
     run_dir = run.dir
+    if accelerator is not None and accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()            # the helpers read state.pt after the main process's cleanup
     state = _load_state(run_dir) if resume_from is None else _epoch_state(run_dir, resume_from, config)
     if state is not None:
         _check_same_run(state["config"], config, run_dir)
@@ -353,10 +366,15 @@ def _train(config, images, labels, device, run, progress, stop_after_epoch, acce
         rank, world, is_main = 0, 1, True
 
     lrs = make_capturable(optimizer, device) if cuda_graph else None
-    one_step = functools.partial(_step, OBJECTIVES[config.objective][0], model, optimizer, images, labels, gen,
+    # one process: ``gen`` draws the permutation and every step's noise (as ever).  Several: ``gen`` (the
+    # same on every rank) draws only the permutation; each rank draws its noise from its own generator,
+    # re-seeded each epoch from (seed, rank, epoch), so the half-batches get independent draws and a
+    # resumed run redraws them exactly without per-rank state in the checkpoint
+    draws = gen if world == 1 else torch.Generator(device=device)
+    one_step = functools.partial(_step, OBJECTIVES[config.objective][0], model, optimizer, images, labels, draws,
                                  config, accelerator)
     run_step = graph_step(one_step, torch.zeros(config.batch_size, dtype=torch.long, device=device),
-                          generator=gen, enabled=cuda_graph)
+                          generator=draws, enabled=cuda_graph)
     last = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
     bar = tqdm(total=(last - done) * steps_per_epoch, desc=config.name, disable=not (progress and is_main),
                unit="batch", leave=True)
@@ -364,6 +382,8 @@ def _train(config, images, labels, device, run, progress, stop_after_epoch, acce
     model.train()
     for epoch in range(done + 1, last + 1):
         perm = torch.randperm(n, generator=gen, device=device)
+        if world > 1:
+            draws.manual_seed(rank_seed(config.seed, rank, epoch))
         epoch_losses = torch.empty(steps_per_epoch, device=device)   # kept on device: no sync per step
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size:(step + 1) * config.batch_size][rank::world]
@@ -372,6 +392,8 @@ def _train(config, images, labels, device, run, progress, stop_after_epoch, acce
             bar.update(1)
             if step % 50 == 49:                       # within a long epoch: the latest batch's loss
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
+        if world > 1:                                 # every rank: the mean over the ranks, so all stop together
+            epoch_losses = accelerator.reduce(epoch_losses, "mean")
         epoch_losses = epoch_losses.cpu()             # the one read per epoch, checked before the checkpoint
         bar.set_postfix(epoch=epoch, loss=f"{float(epoch_losses.mean()):.4f}")   # the epoch's mean loss
         if not bool(torch.isfinite(epoch_losses).all()):
@@ -399,6 +421,8 @@ def _train(config, images, labels, device, run, progress, stop_after_epoch, acce
                 "scheduler": sched_state,
                 "generator": gen.get_state(),
             })
+        if world > 1:
+            accelerator.wait_for_everyone()          # the checkpoint is written before any rank goes on
     bar.close()
     seconds = time.perf_counter() - t0
     if accelerator is not None:
