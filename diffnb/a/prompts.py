@@ -202,7 +202,7 @@ def _cache_file(cache_dir: Path, model_id: str, prompt: str) -> Path:
 
 def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cache_dir: str | Path | None = None,
                    device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                   local_files_only: bool = True) -> PromptEmbeddings:
+                   local_files_only: bool = True, hub_cache_dir: str | Path | None = None) -> PromptEmbeddings:
     """Embed ``prompts`` with IF's T5-XXL encoder, as ``IFPipeline.encode_prompt`` does; cache on disk.
 
     The encoder and tokenizer come from ``model_id``'s ``text_encoder/`` and ``tokenizer/`` subfolders
@@ -210,6 +210,7 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
     ``cache_dir/<model id>/<hash>.safetensors`` (default ``build/embeddings``) and read from there next
     time, so T5 (about 9 GB in fp16) loads only when a prompt is new.  ``local_files_only=False``
     allows a download (needs the IF licence accepted and a login; tokens come from the environment).
+    ``hub_cache_dir``: the Hugging Face cache to read the weights from (default: the usual HF cache).
     Returns a ``PromptEmbeddings`` with one ``(1, 77, 4096)`` float32 tensor per prompt.
     """
     from safetensors.torch import save_file
@@ -237,14 +238,15 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
         dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
         try:
             from transformers import AutoTokenizer, T5EncoderModel
+            hub = {"cache_dir": str(hub_cache_dir)} if hub_cache_dir is not None else {}
             tokenizer = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer",
-                                                      local_files_only=local_files_only)
+                                                      local_files_only=local_files_only, **hub)
             encoder = None
             variants = ["fp16", None] if dtype == torch.float16 else [None, "fp16"]   # whichever files are on disk
             for i, variant in enumerate(variants):
                 try:
                     encoder = T5EncoderModel.from_pretrained(model_id, subfolder="text_encoder", dtype=dtype,
-                                                             variant=variant, local_files_only=local_files_only)
+                                                             variant=variant, local_files_only=local_files_only, **hub)
                     break
                 except OSError:
                     if i == len(variants) - 1:
