@@ -182,8 +182,11 @@ _FM_SEED = dict(num_hiddens=64, batch_size=64, lr=1e-2, epochs=10, lr_decay=True
 # something; an epoch is simply a smaller slice of the training set.
 _DENOISER_QUICK = dict(num_hiddens=16, batch_size=64, lr=1e-3, epochs=5, lr_decay=False, train_limit=1536)
 _FM_QUICK = dict(num_hiddens=32, batch_size=64, lr=1e-2, epochs=10, lr_decay=True, train_limit=2048)
-# the class-conditioned runs get half as much again: they carry the "legible digits by 2.6" promise
-_CLASS_FM_QUICK = dict(_FM_QUICK, train_limit=3072)
+# the class-conditioned runs carry the "legible digits by 2.6" promise: on real handwriting (mnist-5k)
+# they take all 4,000 training digits in batches of 32 at Adam 5e-3 (twice the steps of batch 64). Measured
+# with the real-digit judge, 30 samples per digit at gamma 5: batch 64 / 3,072 digits / 1e-2 read 54% as
+# the digit asked for; batch 32 / 4,000 / 1e-2 90%; batch 32 / 4,000 / 5e-3 97% (every digit >= 87%)
+_CLASS_FM_QUICK = dict(_FM_QUICK, train_limit=4000, batch_size=32, lr=5e-3)
 
 PART_B_RUNS = {
     # run name: (objective, extra settings, notebook that trains it, {profile: settings})
