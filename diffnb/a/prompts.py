@@ -237,9 +237,9 @@ def encode_prompts(prompts: Iterable[str], model_id: str = DEFAULT_T5_REPO, cach
         dev = get_device(device)
         dtype = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
         try:
-            from transformers import AutoTokenizer, T5EncoderModel
+            from transformers import T5EncoderModel, T5Tokenizer
             hub = {"cache_dir": str(hub_cache_dir)} if hub_cache_dir is not None else {}
-            tokenizer = AutoTokenizer.from_pretrained(model_id, subfolder="tokenizer",
+            tokenizer = T5Tokenizer.from_pretrained(model_id, subfolder="tokenizer",        # as IFPipeline loads it
                                                       local_files_only=local_files_only, **hub)
             encoder = None
             variants = ["fp16", None] if dtype == torch.float16 else [None, "fp16"]   # whichever files are on disk

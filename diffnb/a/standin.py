@@ -90,9 +90,6 @@ def _build(folder: Path, seed: int) -> None:
         copy.deepcopy(unet).to(torch.float16).save_pretrained(str(folder / "unet"), variant="fp16")
         copy.deepcopy(encoder).to(torch.float16).save_pretrained(str(folder / "text_encoder"), variant="fp16")
         pipe.save_pretrained(str(folder), safe_serialization=True)
-    # transformers 5's AutoTokenizer reads a model config before the tokenizer's files; the subfolder has none
-    # of its own, so give it the encoder's (model_type t5)
-    shutil.copy(folder / "text_encoder" / "config.json", folder / "tokenizer" / "config.json")
 
 
 def build_standin(cache_dir: str | Path, repo_id: str = "DeepFloyd/IF-I-XL-v1.0", seed: int = 0) -> Path:
@@ -116,6 +113,11 @@ def build_standin(cache_dir: str | Path, repo_id: str = "DeepFloyd/IF-I-XL-v1.0"
         (snap / MARKER).write_text(json.dumps({"stand_in_for": repo_id, "seed": seed, "by": "diffnb.a.standin"}, indent=1))
         (tmp / "refs").mkdir()
         (tmp / "refs" / "main").write_text(commit)
+        # what a real download leaves: the hub cache records files the repo does not have, so that offline
+        # lookups of them (transformers asks for tokenizer/config.json) answer "absent" instead of failing
+        no_exist = tmp / ".no_exist" / commit / "tokenizer"
+        no_exist.mkdir(parents=True)
+        (no_exist / "config.json").touch()
         if repo.exists():
             shutil.rmtree(repo)
         tmp.rename(repo)
