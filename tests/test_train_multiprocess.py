@@ -18,9 +18,9 @@ from diffnb.core.runs import verified
 from diffnb.part_b import epoch_losses
 
 EPOCHS = 3
-OVERRIDES = dict(epochs=EPOCHS, train_limit=512, num_hiddens=8)
+OVERRIDES = dict(epochs=EPOCHS, train_limit=512, num_hiddens=8, batch_size=64)
 ARGS = ["train", "class_fm", "--profile", "quick", "--data", "synthetic", "--epochs", str(EPOCHS),
-        "--train-limit", "512", "--num-hiddens", "8", "--device", "cpu", "--no-progress"]
+        "--train-limit", "512", "--num-hiddens", "8", "--batch-size", "64", "--device", "cpu", "--no-progress"]
 # --multi_gpu selects accelerate's torchrun launcher (gloo on a CPU); with --cpu it runs ONE process
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "diffnb.part_b"]
