@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from diffnb.core import plotting
-from diffnb.core.devices import get_device
+from diffnb.core.devices import choose_threads, get_device
 from diffnb.core.paths import project_root
 from diffnb.profiles import part_a_settings
 
@@ -123,6 +123,7 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
         raise TypeError(f"seed must be an int, got {settings['seed']!r} ({type(settings['seed']).__name__}); "
                         "pass an integer such as 100, or None for the profile's")
     dev = get_device(device)
+    threads = choose_threads(dev, profile)
     name = settings["model"]
     stage1 = load_stage1(name, device=dev)
     if name == "deepfloyd":
@@ -136,7 +137,8 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
     torch.manual_seed(settings["seed"])
     part = PartA(stage1, embeddings, settings, dev, name)
     note = MODEL_NOTES[name].format(size=part.size)
-    print(f"model: {name} ({note}) | device: {dev} | seed: {settings['seed']} | CFG: {settings['guidance_scale']}")
+    cpu_threads = f" ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else ""
+    print(f"model: {name} ({note}) | device: {dev}{cpu_threads} | seed: {settings['seed']} | CFG: {settings['guidance_scale']}")
     return part
 
 

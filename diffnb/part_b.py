@@ -10,7 +10,7 @@ import torch
 from diffnb import profiles
 from diffnb.b.digits import DigitData, load_digits
 from diffnb.core.checks import is_int
-from diffnb.core.devices import get_device
+from diffnb.core.devices import choose_threads, get_device
 
 
 def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device, str]:
@@ -23,11 +23,13 @@ def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device
     profiles.check_parameter("device", device)
     source = profiles.resolve_data(data, profile)
     dev = get_device(device)
+    threads = choose_threads(dev, profile)
     torch.manual_seed(seed)
     # fetch or render the digits now, so later cells (some of them checked by nbval) print no progress
     train_set = load_digits(source, train=True)
     load_digits(source, train=False)
-    print(f"profile: {profile} | device: {dev} | seed: {seed}")
+    cpu_threads = f" ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else ""
+    print(f"profile: {profile} | device: {dev}{cpu_threads} | seed: {seed}")
     print(f"data: {train_set.description}")
     return dev, source
 

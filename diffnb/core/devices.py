@@ -57,3 +57,31 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     if not is_int(seed):
         raise TypeError(f"seed must be an int, got {seed!r}; pass e.g. make_generator(0)")
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
+
+
+#: CPU threads a notebook uses for the ``quick`` profile's small models (``choose_threads``)
+QUICK_CPU_THREADS = 1
+
+
+def choose_threads(device: torch.device, profile: str) -> int:
+    """Set torch's CPU thread count for a notebook and return it.
+
+    ``DIFFNB_THREADS`` in the environment wins.  Otherwise a CPU run of the ``quick`` profile uses one
+    thread: its networks are small (a 32 x 32 UNet, a 28 x 28 one), so extra threads add little, and on
+    a busy machine OpenMP's spinning threads slow every step several times over
+    (``benchmarks/bench_threads.py`` measures both on the machine at hand).  Other runs keep torch's
+    default (one thread per core).
+    """
+    import os
+
+    env = os.environ.get("DIFFNB_THREADS")
+    if env is not None:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"DIFFNB_THREADS must be a positive integer, got {env!r}; unset it or set e.g. 2")
+        n = int(env)
+    elif torch.device(device).type == "cpu" and profile == "quick":
+        n = QUICK_CPU_THREADS
+    else:
+        return torch.get_num_threads()
+    torch.set_num_threads(n)
+    return n

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 
-def _to_numpy_image(img) -> np.ndarray:
+def to_numpy_image(img) -> np.ndarray:
     img = torch.as_tensor(img).detach().float().cpu().clamp(0, 1)
     if img.dim() == 3:
         img = img.permute(1, 2, 0)            # (H, W, C)
@@ -40,7 +40,7 @@ def show_grid(images, nrow: int | None = None, *, row_labels: Sequence[str] | No
         for s in ax.spines.values():
             s.set_visible(False)
         if i < n:
-            ax.imshow(_to_numpy_image(images[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(to_numpy_image(images[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=8)
     if row_labels is not None:

@@ -2,7 +2,9 @@
 
 ``DIFFNB_PROGRESS`` picks the kind: ``auto`` (default: a widget in a notebook, text elsewhere),
 ``text`` (plain text updated at most every 10 s: what ``python -m diffnb.pack`` uses, so stored
-notebooks show the finished bar instead of a widget that no longer exists) or ``off``.
+notebooks show the finished bar instead of a widget that no longer exists) or ``off``.  A text bar
+appears only for work that lasts over 2 s and always leaves its final line (``leave=True``), so a
+stored notebook shows "100%" and the time taken, never a 0% bar or an empty line.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ def progress(iterable=None, **kwargs):
         from tqdm.std import tqdm
         kwargs.setdefault("mininterval", 10.0)
         kwargs.setdefault("ascii", True)
+        kwargs.setdefault("delay", 2.0)
+        kwargs["leave"] = True
     else:
         from tqdm.auto import tqdm
     return tqdm(iterable, **kwargs)
