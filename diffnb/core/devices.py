@@ -59,18 +59,34 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     return torch.Generator(device=get_device(device)).manual_seed(int(seed))
 
 
-#: CPU threads a notebook uses for the ``quick`` profile's small models (``choose_threads``)
-QUICK_CPU_THREADS = 1
+def _cores_busy_elsewhere() -> int:
+    """Processes running on the CPU right now besides this one (Linux: /proc/loadavg's running count;
+    elsewhere the 1-minute load average)."""
+    import os
+
+    try:
+        running = int(open("/proc/loadavg").read().split()[3].split("/")[0])
+        return max(running - 1, 0)
+    except (OSError, ValueError, IndexError):
+        return round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+
+
+def free_cores() -> int:
+    """CPU cores this process may use that no other process is running on now (at least 1)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - _cores_busy_elsewhere())
 
 
 def choose_threads(device: torch.device, profile: str) -> int:
     """Set torch's CPU thread count for a notebook and return it.
 
-    ``DIFFNB_THREADS`` in the environment wins.  Otherwise a CPU run of the ``quick`` profile uses one
-    thread: its networks are small (a 32 x 32 UNet, a 28 x 28 one), so extra threads add little, and on
-    a busy machine OpenMP's spinning threads slow every step several times over
-    (``benchmarks/bench_threads.py`` measures both on the machine at hand).  Other runs keep torch's
-    default (one thread per core).
+    ``DIFFNB_THREADS`` in the environment wins.  Otherwise a CPU run uses one thread per core that no
+    other process is busy on when the notebook starts (``free_cores``): OpenMP threads spin while they
+    wait, so a thread on a core another job holds slows every step several times over, while on an
+    idle machine every core helps (``benchmarks/bench_explorers.py`` measures both).  GPU runs keep
+    torch's default.
     """
     import os
 
@@ -79,8 +95,8 @@ def choose_threads(device: torch.device, profile: str) -> int:
         if not env.isdigit() or int(env) < 1:
             raise ValueError(f"DIFFNB_THREADS must be a positive integer, got {env!r}; unset it or set e.g. 2")
         n = int(env)
-    elif torch.device(device).type == "cpu" and profile == "quick":
-        n = QUICK_CPU_THREADS
+    elif torch.device(device).type == "cpu":
+        n = free_cores()
     else:
         return torch.get_num_threads()
     torch.set_num_threads(n)
