@@ -50,8 +50,8 @@ def main() -> None:
     cases = {
         "A1.1 forward (t)": lambda: ex.explore_forward(pa, x0, range(0, 1000, 50)),
         "A1.4 trajectory (step)": lambda: ex.explore_trajectory(pa, noisy, 10, prompt, ts),
-        "A1.6 guidance (gamma)": lambda: ex.explore_guidance(pa, prompt, [0, 1, 2, 4, 7, 10], num_images=3),
-        "A1.7 SDEdit (i_start)": lambda: ex.explore_sdedit(pa, x0, prompt, [1, 3, 5, 7, 10, 15, 20, 25]),
+        "A1.6 guidance (gamma)": lambda: ex.explore_guidance(pa, prompt, [0, 1, 3, 7, 12], num_images=3),
+        "A1.7 SDEdit (i_start)": lambda: ex.explore_sdedit(pa, x0, prompt, [1, 3, 5, 7, 10, 20]),
         "A1.7.2 inpaint (region)": lambda: ex.explore_inpaint(pa, x0, prompt),
         "A1.8 turn (angle)": lambda: ex.explore_turn(torch.cat([x0] * 4)),
         "A1.9 distance (factor)": lambda: ex.explore_distance(torch.cat([x0] * 4)),

@@ -68,7 +68,7 @@ def explore_guidance(pa, prompt_embeds: torch.Tensor, scales: Sequence[float] = 
 
 
 def explore_sdedit(pa, image: torch.Tensor, prompt_embeds: torch.Tensor,
-                   i_starts: Sequence[int] = (1, 3, 5, 7, 10, 15, 20, 25)) -> Explorer:
+                   i_starts: Sequence[int] = (1, 3, 5, 7, 10, 20)) -> Explorer:
     """Section 1.7: the SDEdit start index: noise ``image`` to ``timesteps[i_start]``, denoise with CFG."""
     ts = pa.timesteps()
 
@@ -81,15 +81,14 @@ def explore_sdedit(pa, image: torch.Tensor, prompt_embeds: torch.Tensor,
 
 
 def mask_regions(size: int) -> dict:
-    """Named rectangular edit regions (1 = edit) at the model's size: halves, a centre square, a band."""
+    """Named rectangular edit regions (1 = edit) at the model's size: the top and left halves, a centre
+    square, a horizontal band."""
     from diffnb.a.images import rectangle_mask
     h = size
     return {
         "centre": rectangle_mask(size, h // 4, h // 4, h // 2, h // 2),
         "top half": rectangle_mask(size, 0, 0, h // 2, h),
-        "bottom half": rectangle_mask(size, h // 2, 0, h - h // 2, h),
         "left half": rectangle_mask(size, 0, 0, h, h // 2),
-        "right half": rectangle_mask(size, 0, h // 2, h, h - h // 2),
         "middle band": rectangle_mask(size, 3 * h // 8, 0, h // 4, h),
     }
 
