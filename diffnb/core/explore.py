@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -159,7 +160,9 @@ class Explorer:
             axes[r, 0].set_title(self._label(setting, f), loc="left", fontsize=8.5)
         if self.title:
             fig.suptitle(self.title, fontsize=10.5)
-        fig.tight_layout()
+        with warnings.catch_warnings():         # a caption wider than its row: the layout is still readable
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
         return fig
 
     def _label(self, setting: dict, frame: Frame) -> str:
