@@ -41,7 +41,9 @@ def explore_sigma(model: torch.nn.Module, digits: torch.Tensor,
 
 def explore_time_fm(config: TrainConfig, epochs: Sequence[int], num_ts: Sequence[int] = (1, 2, 5, 10, 20, 50),
                     num_samples: int = 10, seed: int = 0, device="cpu") -> Explorer:
-    """Section 2.3: the training epoch x the number of Euler steps, the same starting noise throughout."""
+    """Section 2.3: the training epoch x the number of Euler steps, the same starting noise throughout.
+    ``epochs`` may repeat an epoch (``[1, 5, cfg.epochs]`` with 5 epochs): each is shown once."""
+    epochs = sorted(set(epochs))
     models = {e: load_model(config, e, device=device) for e in epochs}
 
     def render(epoch, steps):
@@ -56,7 +58,9 @@ def explore_time_fm(config: TrainConfig, epochs: Sequence[int], num_ts: Sequence
 def explore_class_fm(config: TrainConfig, epochs: Sequence[int], gammas: Sequence[float] = (0.0, 1.0, 2.0, 5.0, 10.0),
                      num_ts: Sequence[int] = (5, 20, 50), per_digit: int = 6, seed: int = 0, device="cpu") -> Explorer:
     """Sections 2.3 and 2.6: the digit asked for, the guidance scale gamma, the epoch and the Euler steps.
-    Each (epoch, gamma, steps) samples all ten digits in one batch (``class_fm_sample``)."""
+    Each (epoch, gamma, steps) samples all ten digits in one batch (``class_fm_sample``); a repeated
+    epoch is shown once."""
+    epochs = sorted(set(epochs))
     models = {e: load_model(config, e, device=device) for e in epochs}
     c = torch.arange(10).repeat_interleave(per_digit)                     # per_digit samples of 0, then of 1, ...
     batches: dict[tuple, torch.Tensor] = {}
