@@ -180,7 +180,8 @@ class Explorer:
                                            style={"description_width": "110px"})
                    for name, values in self.controls.items()}
         first = {name: values[0] for name, values in self.controls.items()}
-        image = w.Image(value=self.png(**first), format="png")
+        width = tile(self.frames[self._key(first)].images, self.nrow, self.tile_px).shape[1]
+        image = w.Image(value=self.png(**first), format="png", width=str(width))   # its own size, not the cell's width
         caption = w.HTML(value=self._caption_html(first))
 
         def update(_change=None):
