@@ -112,3 +112,15 @@ def test_identities_hold_with_the_portable_kernels_and_two_threads():
     assert len(rows) >= 10 and {r["capability"] for r in rows} == {"DEFAULT"}
     outside = [(r["identity"], r["difference"], r["bound"]) for r in rows if not r["difference"] <= r["bound"]]
     assert not outside, f"identities outside their float32 budget: {outside}"
+
+
+def test_a_kernel_choice_the_cpu_lacks_is_named_not_a_traceback(monkeypatch):
+    """torch takes ATEN_CPU_CAPABILITY=avx512 on a CPU without AVX-512 and dies on SIGILL: the matrix says so."""
+    import signal
+    import subprocess
+
+    def sigill(*a, **k):
+        return subprocess.CompletedProcess(a, -signal.SIGILL, "", "")
+    monkeypatch.setattr(subprocess, "run", sigill)
+    with pytest.raises(numerics_drift.KernelsUnavailable, match="avx512: this CPU lacks the instructions"):
+        numerics_drift.run("avx512", 1, ["tiny"])
