@@ -17,6 +17,7 @@ import torch
 
 from diffnb.core import plotting
 from diffnb.core.devices import choose_threads, get_device
+from diffnb.core.progress import show_loops
 from diffnb.core.paths import project_root
 from diffnb.profiles import part_a_settings
 
@@ -114,6 +115,7 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
     ``tiny`` reads the shipped embeddings file; ``mini`` embeds any prompt of its world with the prompt
     encoder shipped beside it; ``deepfloyd`` computes T5 embeddings of the profile's prompts with
     ``diffnb.a.prompts.encode_prompts`` (cached on disk; a clear error if the T5 weights are absent).
+    From here on the denoising loops show a progress bar when they last over 2 s (``show_loops``).
     """
     from diffnb.a.models import load_stage1
     from diffnb.a.prompts import default_embeddings_path, encode_prompts, load_embeddings
@@ -135,6 +137,7 @@ def setup_part_a(profile: str = "quick", model: str | None = None, device: str =
     else:
         embeddings = load_embeddings(default_embeddings_path(name))
     torch.manual_seed(settings["seed"])
+    show_loops()                        # a denoising loop that lasts over 2 s shows a bar in the notebook
     part = PartA(stage1, embeddings, settings, dev, name)
     note = MODEL_NOTES[name].format(size=part.size)
     cpu_threads = f" ({threads} thread{'s' if threads > 1 else ''})" if dev.type == "cpu" else ""
@@ -149,6 +152,52 @@ def world_judge(pa: PartA):
         return None
     from diffnb.mini.judge import get_world_judge
     return get_world_judge(device="cpu")
+
+
+# --------------------------------------------------------------------------- named groups in one batch
+
+class Batch:
+    """Named groups of images run as one batch (one generator, one UNet pass per step), split back by name.
+
+        batch = Batch(photos=photos, renders=renders)
+        edits = batch.split(sdedit(batch.images, ...))      # {"photos": ..., "renders": ...}
+
+    ``split`` takes a result with one image per input image, or a list of such results (``sdedit``
+    returns one per start index), and returns each group's part under its name; ``join`` concatenates
+    another per-group input (masks, embeddings) in the same order, checking each group's size.
+    """
+
+    def __init__(self, **groups: torch.Tensor):
+        if not groups:
+            raise ValueError("Batch needs at least one named group of images, e.g. Batch(photos=photos)")
+        for name, x in groups.items():
+            if not torch.is_tensor(x) or x.dim() != 4:
+                got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+                raise TypeError(f"Batch group {name!r} must be images (N, C, H, W), got {got}")
+        self.sizes = {name: len(x) for name, x in groups.items()}
+        self.images = torch.cat(list(groups.values()))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def join(self, **parts: torch.Tensor) -> torch.Tensor:
+        """``parts`` (one tensor per group, by the same names) concatenated in the batch's order."""
+        if set(parts) != set(self.sizes):
+            raise ValueError(f"join needs one part per group {list(self.sizes)}, got {list(parts)}")
+        wrong = {name: len(parts[name]) for name, n in self.sizes.items() if len(parts[name]) != n}
+        if wrong:
+            raise ValueError(f"join: each part needs one entry per image of its group {self.sizes}, got {wrong}")
+        return torch.cat([parts[name] for name in self.sizes])
+
+    def split(self, result):
+        """Each group's part of ``result`` (a tensor of ``len(self)`` images, or a list of them) by name."""
+        if isinstance(result, (list, tuple)):
+            per = [self.split(r) for r in result]
+            return {name: [p[name] for p in per] for name in self.sizes}
+        if len(result) != len(self):
+            raise ValueError(f"a result of {len(result)} images cannot be split into the batch's groups "
+                             f"{self.sizes} ({len(self)} images)")
+        return dict(zip(self.sizes, torch.split(result, list(self.sizes.values()))))
 
 
 # --------------------------------------------------------------------------- figures

@@ -145,3 +145,19 @@ def test_choose_threads(monkeypatch):
             devices.choose_threads(torch.device("cpu"), "quick")
     finally:
         torch.set_num_threads(n)
+
+
+def test_plot_losses_draws_another_run_as_its_moving_average():
+    import matplotlib.pyplot as plt
+    from diffnb.core.plotting import plot_losses
+
+    fig = plot_losses([4.0, 2.0, 1.0, 1.0], [2, 4], smooth=2, label="constant", compare={"scheduled": [3.0, 1.0, 1.0]})
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")}
+    assert list(lines) == ["constant", "mean of 2 steps", "scheduled, mean of 2 steps"]
+    assert lines["mean of 2 steps"].get_ydata().tolist() == [3.0, 1.5, 1.0]
+    other = lines["scheduled, mean of 2 steps"]
+    assert other.get_xdata().tolist() == [2, 3] and other.get_ydata().tolist() == [2.0, 1.0]
+    plt.close(fig)
+    raw = plot_losses([1.0, 0.5], compare={"other": [2.0, 1.0]})           # smooth=0: drawn as they are
+    assert [ln.get_label() for ln in raw.axes[0].get_lines()] == ["per step", "other"]
+    plt.close(raw)

@@ -350,3 +350,80 @@ def test_blur_denoise(image):
     assert out.std() < image.std()                                 # smoothing lowers the pixel spread
     with pytest.raises(ValueError, match="odd"):
         blur_denoise(image, kernel_size=4)
+
+
+# --------------------------------------------------------------------------- named groups in one batch
+
+def test_batch_splits_a_result_back_by_name_and_joins_inputs_in_its_order():
+    from diffnb.part_a import Batch
+
+    photos, renders = torch.randn(3, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    batch = Batch(photos=photos, renders=renders, none=photos[:0])
+    assert len(batch) == 5 and torch.equal(batch.images, torch.cat([photos, renders]))
+    parts = batch.split(batch.images * 2)
+    assert list(parts) == ["photos", "renders", "none"]
+    assert torch.equal(parts["photos"], photos * 2) and torch.equal(parts["renders"], renders * 2)
+    assert parts["none"].shape == (0, 3, 8, 8)
+    per_start = batch.split([batch.images, -batch.images])             # one result per start index
+    assert torch.equal(per_start["renders"][1], -renders) and len(per_start["photos"]) == 2
+    masks = batch.join(photos=torch.zeros(3, 1, 8, 8), renders=torch.ones(2, 1, 8, 8), none=torch.ones(0, 1, 8, 8))
+    assert masks[:, 0, 0, 0].tolist() == [0, 0, 0, 1, 1]
+
+
+def test_batch_refuses_what_it_cannot_split_with_the_sizes():
+    from diffnb.part_a import Batch
+
+    batch = Batch(photos=torch.zeros(3, 3, 8, 8), renders=torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"a result of 4 images cannot be split .*'photos': 3, 'renders': 2"):
+        batch.split(torch.zeros(4, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"join: each part needs one entry per image .*'renders': 1"):
+        batch.join(photos=torch.zeros(3, 1, 8, 8), renders=torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"join needs one part per group \['photos', 'renders'\], got \['photos'\]"):
+        batch.join(photos=torch.zeros(3, 1, 8, 8))
+    with pytest.raises(TypeError, match=r"group 'photos' must be images \(N, C, H, W\), got \(3, 8, 8\)"):
+        Batch(photos=torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="at least one named group"):
+        Batch()
+
+
+# --------------------------------------------------------------------------- progress of the loops
+
+def test_a_loop_shows_a_bar_when_the_notebook_asked_for_one_and_never_when_told_not_to(stage1, emb, monkeypatch):
+    """``progress=None`` follows ``show_loops`` (setup_part_a turns it on); ``progress=False`` always wins
+    (the explorers' inner loops, under their own bar); ``True`` always shows one."""
+    import diffnb.a.denoise as denoise_module
+    from diffnb.core import progress as progress_module
+
+    bars = []
+
+    def recording_bar(iterable, **kwargs):
+        bars.append(kwargs["desc"])
+        return iterable
+    monkeypatch.setattr(denoise_module, "tqdm", recording_bar)
+    was = progress_module.loops_shown()
+    progress_module.show_loops(False)
+    try:
+        _check_bars(stage1, emb, bars, progress_module)
+    finally:
+        progress_module.show_loops(was)
+
+
+def _check_bars(stage1, emb, bars, progress_module):
+    ts = strided_timesteps(stage1, 330)
+    c, u = emb["a photo of a caveman"], emb[""]
+
+    def sample(**kw):
+        return sample_cfg(stage1, c, u, ts, 7.0, make_generator(0), **kw)
+
+    quiet = sample()
+    assert bars == []
+    progress_module.show_loops()
+    assert progress_module.loops_shown()
+    shown = sample()
+    assert bars == ["CFG sampling"]
+    sample(progress=False)
+    assert bars == ["CFG sampling"]
+    progress_module.show_loops(False)
+    sample(progress=True)
+    assert bars == ["CFG sampling", "CFG sampling"]
+    assert torch.equal(quiet, shown)                                   # a bar changes nothing in the result

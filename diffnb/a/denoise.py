@@ -45,6 +45,7 @@ from diffnb.a.images import check_mask
 from diffnb.a.models import check_bundle
 from diffnb.a.schedule import Schedule, scheduler_of
 from diffnb.core.checks import is_int
+from diffnb.core.progress import loops_shown, progress as tqdm
 
 #: ``estimator(x_t, t) -> (eps, variance)``, both ``(N, C, H, W)``.
 Estimator = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor]"]
@@ -235,7 +236,7 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor, t: i
 @torch.no_grad()
 def denoise_loop(x: torch.Tensor, timesteps: Sequence[int], i_start: int, stage1, estimator: Estimator,
                  generator: torch.Generator | None = None, project: Projection | None = None, *,
-                 intermediates: list | None = None, return_every: int = 5, progress: bool = False,
+                 intermediates: list | None = None, return_every: int = 5, progress: bool | None = None,
                  desc: str = "denoising") -> torch.Tensor:
     """THE denoising loop: for i = i_start .. len(timesteps) - 2, step ``timesteps[i] -> timesteps[i+1]``.
 
@@ -246,7 +247,9 @@ def denoise_loop(x: torch.Tensor, timesteps: Sequence[int], i_start: int, stage1
         x: ``(N, C, H, W)``, the image at ``timesteps[i_start]``.
         intermediates: pass a list to collect ``TraceStep(step, t, prev_t, image)`` every
             ``return_every`` steps (steps 1, 1 + k, ...), e.g. for the figure of section 1.4.
-        progress: show a tqdm bar.
+        progress: show a progress bar; ``None`` (the default of every loop in this module and in
+            ``diffnb.a.views``): when a notebook's setup asked for one (``diffnb.core.progress.show_loops``,
+            which ``setup_part_a`` calls), so a long cell shows its progress and tests stay quiet.
 
     The inputs are checked once, here (``x`` finite, the timesteps, ``i_start``); the steps check nothing.
     Returns the image at ``timesteps[-1]`` (0 for the strided list), ``(N, C, H, W)``.
@@ -274,9 +277,10 @@ def _denoise(x, timesteps, i_start, stage1, sched, estimator, generator, project
         raise ValueError(f"return_every must be a positive integer, got {return_every!r}")
     schedule = Schedule(sched)                                # the maths of every step; the scheduler is not changed
     steps = range(i_start, len(ts) - 1)
+    if progress is None:
+        progress = loops_shown()
     if progress:
-        from diffnb.core.progress import progress as tqdm
-        steps = tqdm(steps, desc=desc, leave=False)
+        steps = tqdm(steps, desc=desc, leave=False)     # text mode keeps its last line; a widget goes
     for k, i in enumerate(steps):
         t, prev_t = ts[i], ts[i + 1]
         eps, var = estimator(x, t)                            # (N, C, H, W) each
@@ -340,7 +344,7 @@ def one_step_denoise(stage1, im_noisy: torch.Tensor, t: int, prompt_embeds: torc
 def iterative_denoise(im_noisy: torch.Tensor, i_start: int, stage1, prompt_embeds: torch.Tensor,
                       timesteps: Sequence[int], generator: torch.Generator | None = None, *,
                       intermediates: list | None = None, return_every: int = 5,
-                      progress: bool = False) -> torch.Tensor:
+                      progress: bool | None = None) -> torch.Tensor:
     """Section 1.4: denoise ``im_noisy`` (at ``timesteps[i_start]``) to t = ``timesteps[-1]``, no guidance.
 
     Returns ``(N, C, H, W)``; see ``denoise_loop`` for ``intermediates`` / ``return_every``.
@@ -357,7 +361,7 @@ def iterative_denoise(im_noisy: torch.Tensor, i_start: int, stage1, prompt_embed
 def iterative_denoise_cfg(im_noisy: torch.Tensor, i_start: int, stage1, cond_embeds: torch.Tensor,
                           uncond_embeds: torch.Tensor, timesteps: Sequence[int], scale: float = 7.0,
                           generator: torch.Generator | None = None, *, intermediates: list | None = None,
-                          return_every: int = 5, progress: bool = False) -> torch.Tensor:
+                          return_every: int = 5, progress: bool | None = None) -> torch.Tensor:
     """Section 1.6: the loop with classifier-free guidance, eps = eps_u + scale (eps_c - eps_u).
 
     ``scale`` is gamma: any finite number (1 = no guidance; negative is legal, it steers away from the
@@ -382,7 +386,7 @@ def _cfg(stage1, cond_embeds, uncond_embeds, scale, where) -> Estimator:
 
 def sample_cfg(stage1, cond_embeds: torch.Tensor, uncond_embeds: torch.Tensor, timesteps: Sequence[int] | None = None,
                scale: float = 7.0, generator: torch.Generator | None = None, num_images: int = 1,
-               height: int | None = None, width: int | None = None, progress: bool = False) -> torch.Tensor:
+               height: int | None = None, width: int | None = None, progress: bool | None = None) -> torch.Tensor:
     """Sections 1.5-1.6: ``iterative_denoise_cfg`` from pure noise (``pure_noise``), i_start = 0.
 
     ``timesteps`` defaults to ``strided_timesteps(stage1)``; ``scale`` as in ``iterative_denoise_cfg``
@@ -402,7 +406,7 @@ def sample_cfg(stage1, cond_embeds: torch.Tensor, uncond_embeds: torch.Tensor, t
 
 def sdedit(im: torch.Tensor, i_starts: Sequence[int], stage1, cond_embeds: torch.Tensor,
            uncond_embeds: torch.Tensor, timesteps: Sequence[int], scale: float = 7.0,
-           generator: torch.Generator | None = None, progress: bool = False) -> list[torch.Tensor]:
+           generator: torch.Generator | None = None, progress: bool | None = None) -> list[torch.Tensor]:
     """Section 1.7 (SDEdit): for each start index, noise ``im`` to ``timesteps[i_start]`` with ``forward``
     and denoise it from there with CFG.
 
@@ -433,7 +437,7 @@ def sdedit(im: torch.Tensor, i_starts: Sequence[int], stage1, cond_embeds: torch
 
 def inpaint(original: torch.Tensor, mask: torch.Tensor, stage1, cond_embeds: torch.Tensor,
             uncond_embeds: torch.Tensor, timesteps: Sequence[int], scale: float = 7.0,
-            generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+            generator: torch.Generator | None = None, progress: bool | None = None) -> torch.Tensor:
     """Section 1.7.2 (RePaint as the course): start from pure noise; after every step keep the model's
     pixels where ``mask`` is 1 (edit) and put the original, noised to ``prev_t``, where it is 0.
 

@@ -58,7 +58,7 @@ def explore_guidance(pa, prompt_embeds: torch.Tensor, scales: Sequence[float] = 
     """Section 1.6: the guidance scale gamma; the same seed (the same starting noise) at every gamma."""
     def render(gamma):
         x = ddpm.sample_cfg(pa.stage1, prompt_embeds, pa.uncond, pa.timesteps(), gamma, pa.generator(),
-                            num_images=num_images)
+                            num_images=num_images, progress=False)        # the explorer's own bar counts settings
         return to_display(x), f"γ = {gamma:g}" + (" (unconditional)" if gamma == 0 else
                                                   " (conditional, no guidance)" if gamma == 1 else "")
 
@@ -73,7 +73,8 @@ def explore_sdedit(pa, image: torch.Tensor, prompt_embeds: torch.Tensor,
     ts = pa.timesteps()
 
     def render(i_start):
-        (edit,) = ddpm.sdedit(image, [i_start], pa.stage1, prompt_embeds, pa.uncond, ts, pa.scale, pa.generator())
+        (edit,) = ddpm.sdedit(image, [i_start], pa.stage1, prompt_embeds, pa.uncond, ts, pa.scale, pa.generator(),
+                              progress=False)
         return (to_display(torch.cat([image[:1], edit[:1]])),
                 f"i_start = {i_start}: t = {ts[i_start]}, {len(ts) - 1 - i_start} steps back | original, edit")
 
@@ -100,7 +101,8 @@ def explore_inpaint(pa, image: torch.Tensor, prompt_embeds: torch.Tensor, region
 
     def render(region):
         mask = regions[region].to(image)
-        out = ddpm.inpaint(image[:1], mask, pa.stage1, prompt_embeds, pa.uncond, ts, pa.scale, pa.generator())
+        out = ddpm.inpaint(image[:1], mask, pa.stage1, prompt_embeds, pa.uncond, ts, pa.scale, pa.generator(),
+                           progress=False)
         shown = image[:1] * (1 - mask)                              # the region greyed out (0 is mid-grey)
         return to_display(torch.cat([shown, out])), f"region: {region} | what the model sees kept, the result"
 

@@ -166,7 +166,7 @@ def _loop(stage1, x, ts, est, generator, progress, desc):
 def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor], uncond_embeds: torch.Tensor,
                  timesteps: Sequence[int] | None = None, scale: float = 7.0, generator: torch.Generator | None = None,
                  num_images: int = 1, height: int | None = None, width: int | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool | None = None) -> torch.Tensor:
     """A visual anagram from pure noise: prompt k shows when the image is seen through view k.
 
     ``prompts`` are embeddings ``(1, L, D)``, one per view. ``timesteps`` defaults to
@@ -189,7 +189,7 @@ def make_anagram(stage1, views: Sequence[View], prompts: Sequence[torch.Tensor],
 def make_flip_illusion(stage1, prompt1: torch.Tensor, prompt2: torch.Tensor, uncond_embeds: torch.Tensor,
                        timesteps: Sequence[int] | None = None, scale: float = 7.0,
                        generator: torch.Generator | None = None, num_images: int = 1, height: int | None = None,
-                       width: int | None = None, progress: bool = False) -> torch.Tensor:
+                       width: int | None = None, progress: bool | None = None) -> torch.Tensor:
     """Section 1.8: ``prompt1`` upright, ``prompt2`` rotated 180 degrees.
 
     eps = (CFG eps of prompt 1 on x + flip(CFG eps of prompt 2 on flip(x))) / 2; ``scale`` is gamma
@@ -203,7 +203,7 @@ def make_hybrids(stage1, prompt_low: torch.Tensor, prompt_high: torch.Tensor, un
                  timesteps: Sequence[int] | None = None, scale: float = 7.0,
                  generator: torch.Generator | None = None, kernel_size: int = 33, sigma: float = 2.0,
                  num_images: int = 1, height: int | None = None, width: int | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool | None = None) -> torch.Tensor:
     """Section 1.9: a hybrid image, coarse shapes from ``prompt_low``, fine detail from ``prompt_high``.
 
     eps = lowpass(eps_low) + highpass(eps_high), lowpass a ``kernel_size`` Gaussian blur with std

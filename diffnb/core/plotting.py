@@ -68,15 +68,23 @@ def show_rows(rows: dict, col_labels: Sequence[str] | None = None, title: str | 
 
 
 def plot_losses(losses: Sequence[float], epoch_ends: Sequence[int] | None = None, title: str = "training loss",
-                log: bool = True, smooth: int = 0):
+                log: bool = True, smooth: int = 0, label: str = "per step",
+                compare: dict[str, Sequence[float]] | None = None):
     """Loss per step (log scale by default), with dotted lines at epoch boundaries and an optional
-    moving average over ``smooth`` steps."""
+    moving average over ``smooth`` steps.  ``compare``: other runs' losses per step by name, drawn as
+    their moving average over ``smooth`` steps (or as they are with ``smooth=0``) on the same axes."""
     losses = np.asarray(losses, dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5 if smooth else 1.0, label="per step")
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=0.6, alpha=0.5 if smooth else 1.0, label=label)
     if smooth and len(losses) >= smooth:
-        avg = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
-        ax.plot(np.arange(smooth, len(losses) + 1), avg, lw=1.5, label=f"mean of {smooth} steps")
+        ax.plot(*_moving_average(losses, smooth), lw=1.5, label=f"mean of {smooth} steps")
+    for name, other in (compare or {}).items():
+        other = np.asarray(other, dtype=float)
+        if smooth and len(other) >= smooth:
+            ax.plot(*_moving_average(other, smooth), lw=1.5, label=f"{name}, mean of {smooth} steps")
+        else:
+            ax.plot(np.arange(1, len(other) + 1), other, lw=1.0, label=name)
+    if (smooth and len(losses) >= smooth) or compare:
         ax.legend(fontsize=8)
     for e in epoch_ends or []:
         ax.axvline(e, color="grey", ls=":", lw=0.8)
@@ -87,6 +95,11 @@ def plot_losses(losses: Sequence[float], epoch_ends: Sequence[int] | None = None
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def _moving_average(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps ``k .. len(values)`` and the mean of the ``k`` losses up to each."""
+    return np.arange(k, len(values) + 1), np.convolve(values, np.ones(k) / k, mode="valid")
 
 
 def plot_curve(x, ys: dict, xlabel: str, ylabel: str, title: str = ""):
