@@ -4,10 +4,15 @@
     python -m diffnb.pack -p profile seed       # the write-up's settings (GPU; DeepFloyd for Part A)
     python -m diffnb.pack --only B2             # notebooks whose name contains "B2"
     python -m diffnb.pack --commit              # maintainers: store the outputs in notebooks/
+    python -m diffnb.pack --index-only          # the front page from the stored outputs, nothing run
 
 Executed notebooks go to ``build/pack/notebooks``, HTML pages to ``build/pack/html`` and the
-index to ``build/pack/index.html``.  ``--commit`` writes the executed notebooks back into
-``notebooks/`` with a hash of their sources, which the tests use to spot stale outputs.
+front page to ``build/pack/index.html``: per notebook its title, what it teaches, a thumbnail of its
+first figure, its checked reading (the output of the cells marked ``# NBVAL_CHECK_OUTPUT``), its time
+and status, all read from the executed notebook.  ``--index-only`` builds that page in a second from
+the notebooks in ``notebooks/``, which are stored with the outputs of a quick run.  ``--commit``
+writes the executed notebooks back into ``notebooks/`` with a hash of their sources, which the tests
+use to spot stale outputs.
 
 Parameters are checked before anything runs: a value of the wrong kind (``-p pairs 3``,
 ``-p guidance_scale seven``) stops the pack with the parameter's name (``diffnb.profiles``), and a
@@ -22,6 +27,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +37,8 @@ from diffnb.core.paths import build_dir, project_root
 KERNEL = "python3"
 #: the kernelspec as JupyterLab writes it for ipykernel's python3: stored so, an untouched notebook opens unmodified
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
+#: the first line of a cell whose output nbval compares and the front page shows as the notebook's reading
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 
 
 def notebook_dir() -> Path:
@@ -147,27 +155,190 @@ def to_html(nb_path: Path, html_path: Path) -> None:
 
 
 def _title(nb_path: Path) -> str:
-    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    return notebook_title(json.loads(nb_path.read_text(encoding="utf-8"))) or nb_path.stem
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _title_cell(nb: dict) -> tuple[str, str]:
+    """(title, the markdown after it) from the first markdown cell with a ``#`` heading."""
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
-            for line in "".join(cell["source"]).splitlines():
+            lines = _text(cell["source"]).splitlines()
+            for i, line in enumerate(lines):
                 if line.startswith("#"):
-                    return line.lstrip("# ").strip()
-    return nb_path.stem
+                    return line.lstrip("# ").strip(), "\n".join(lines[i + 1:])
+    return "", ""
 
 
-def write_index(rows: list[dict], path: Path, params: dict) -> None:
-    items = []
-    for r in rows:
-        status = "ok" if r["ok"] else f"FAILED: {html.escape(r['error'])}"
-        link = f'<a href="html/{html.escape(r["name"])}.html">{html.escape(r["title"])}</a>' if r["ok"] else html.escape(r["title"])
-        items.append(f"<tr><td>{html.escape(r['name'])}</td><td>{link}</td><td>{r['seconds']:.0f} s</td><td>{status}</td></tr>")
+def notebook_title(nb: dict) -> str:
+    """The notebook's first ``#`` heading ("" if it has none)."""
+    return _title_cell(nb)[0]
+
+
+def plain_markdown(text: str) -> str:
+    """Markdown prose as plain text: links and images, emphasis and backticks dropped; ``$...$`` kept."""
+    pieces = re.split(r"(\$[^$]+\$)", text)               # LaTeX stays as written
+    for i in range(0, len(pieces), 2):
+        t = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", pieces[i])
+        t = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", t)
+        t = re.sub(r"(\*\*|__)(.+?)\1", r"\2", t)
+        t = re.sub(r"(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])", r"\1", t)
+        pieces[i] = t.replace("`", "")
+    return re.sub(r"\s+", " ", "".join(pieces)).strip()
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """Whole sentences of ``text`` up to ``limit`` characters (a trailing "...:" lead-in dropped), else
+    its first ``limit`` characters cut at a word outside ``$...$``, with "…"."""
+    ends = [m.end() for m in re.finditer(r"[.!?:](?=\s|$)", text) if text[:m.end()].count("$") % 2 == 0]
+    fits = [e for e in ends if e <= limit]
+    if fits and fits[-1] == len(text) and not text.endswith(":"):
+        return text
+    whole = [e for e in fits if text[e - 1] != ":"]
+    if whole:
+        return text[:whole[-1]]
+    if len(text) <= limit:
+        return text if text[-1:] in ".!?)" else text.rstrip(":;, ") + " …"
+    cut = text.rfind(" ", 0, limit)
+    while cut > 0 and text[:cut].count("$") % 2:
+        cut = text.rfind(" ", 0, cut)
+    return text[:cut if cut > 0 else limit].rstrip(":;, ") + " …"
+
+
+def teaching_line(nb: dict, limit: int = 200) -> str:
+    """The first paragraph of prose after the title heading, as plain text of at most ~``limit`` chars."""
+    for para in re.split(r"\n\s*\n", _title_cell(nb)[1]):
+        para = para.strip()
+        if para and not para.startswith(("#", ">", "|", "$$", "```", "![", "<")):
+            return shorten(plain_markdown(para), limit)
+    return ""
+
+
+def notebook_summary(nb: dict, max_reading_lines: int = 8) -> dict:
+    """What the front page shows of an (executed) notebook: ``title``; ``teaches``, one line;
+    ``thumbnail_png_b64``, its first PNG output (None without one); ``reading``, the text output of the
+    cells whose source begins with the ``# NBVAL_CHECK_OUTPUT`` marker, at most ``max_reading_lines``
+    lines (then "…"); ``error``, "Name: message" of its first error output ("" without one)."""
+    png, reading, error = None, [], ""
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        checked = _text(cell["source"]).lstrip().startswith(CHECK_MARKER)
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if png is None and "image/png" in data:
+                png = re.sub(r"\s", "", _text(data["image/png"]))
+            if out["output_type"] == "error" and not error:
+                error = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
+            if checked and out["output_type"] == "stream" and out.get("name") == "stdout":
+                reading += _text(out["text"]).splitlines()
+            elif checked and out["output_type"] == "execute_result" and "text/plain" in data:
+                reading += _text(data["text/plain"]).splitlines()
+    if len(reading) > max_reading_lines:
+        reading = reading[:max_reading_lines] + ["…"]
+    return {"title": notebook_title(nb), "teaches": teaching_line(nb), "thumbnail_png_b64": png,
+            "reading": reading, "error": error}
+
+
+def settings_in_words(params: dict) -> str:
+    """The run's settings as an HTML sentence ("the `quick` profile (...)", "profile `seed`, device `cuda`")."""
+    def value(v):
+        return str(v) if isinstance(v, (bool, int, float)) else f"<code>{html.escape(str(v))}</code>"
+
+    if not params:
+        return ("the <code>quick</code> profile (the stored default: two CPU cores, offline data and the "
+                "pack's own small models)")
+    words = ", ".join(f"{html.escape(name.replace('_', ' '))} {value(v)}" for name, v in params.items())
+    return words if "profile" in params else f"the <code>quick</code> profile with {words}"
+
+
+def _row_summary(row: dict) -> dict:
+    """The summary of the row's executed notebook; without one, only what the source says (its
+    stored outputs are not this run's)."""
+    executed, source = row.get("executed"), row.get("source")
+    if executed and Path(executed).exists():
+        return notebook_summary(json.loads(Path(executed).read_text(encoding="utf-8")))
+    if source and Path(source).exists():
+        summary = notebook_summary(json.loads(Path(source).read_text(encoding="utf-8")))
+        return dict(summary, thumbnail_png_b64=None, reading=[], error="")
+    return {"title": "", "teaches": "", "thumbnail_png_b64": None, "reading": [], "error": ""}
+
+
+def _card(row: dict) -> str:
+    s = _row_summary(row)
+    title = html.escape(row.get("title") or s["title"] or row["name"])
+    page = row.get("page")
+    heading = f'<a href="{html.escape(page)}">{title}</a>' if page else title
+    thumb = (f'<img alt="first figure of {title}" src="data:image/png;base64,{html.escape(s["thumbnail_png_b64"])}">'
+             if s["thumbnail_png_b64"] else "")
+    teaches = f'<p class="teaches">{html.escape(s["teaches"])}</p>' if s["teaches"] else ""
+    reading = (f'<pre class="reading">{html.escape(chr(10).join(s["reading"]))}</pre>' if s["reading"] else "")
+    if row.get("seconds") is None:
+        when = "stored run" + (" (sources changed since)" if row.get("stale") else "")
+    elif not row["ok"] and not row.get("executed"):
+        when = "not run"
+    else:
+        when = f"{row['seconds']:.0f} s"
+    status = ('<span class="ok">ok</span>' if row["ok"]
+              else f'<span class="failed">FAILED: {html.escape(row["error"])}</span>')
+    return (f'<article class="nb" id="{html.escape(row["name"])}"><div class="thumb">{thumb}</div>'
+            f'<div class="body"><h2>{heading}</h2>{teaches}{reading}</div>'
+            f'<div class="meta"><span class="file">{html.escape(row["name"]).replace("_", "_<wbr>")}.ipynb</span>'
+            f'<span class="time">{html.escape(when)}</span>{status}</div></article>')
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;padding:0 1em;color:#222;line-height:1.4}
+h1{margin-bottom:.2em} .lead{color:#444}
+article.nb{display:flex;gap:1.2em;align-items:flex-start;border-top:1px solid #ddd;padding:1em 0}
+.thumb{flex:0 0 220px;text-align:center}
+.thumb img{max-width:220px;max-height:160px;box-sizing:border-box;border:1px solid #ccc}
+.body{flex:1;min-width:0} .body h2{font-size:1.1em;margin:0 0 .3em}
+.teaches{margin:.2em 0 .5em}
+pre.reading{background:#f6f6f6;border-left:3px solid #8a8;padding:.4em .6em;margin:0;font-size:.8em;
+  white-space:pre-wrap;overflow-wrap:anywhere}
+.meta{flex:0 0 11em;display:flex;flex-direction:column;gap:.2em;font-size:.85em;color:#555;
+  text-align:right;overflow-wrap:anywhere}
+.file{font-family:monospace}
+.ok{color:#176117;font-weight:bold} .failed{color:#a00;font-weight:bold}
+code{background:#f2f2f2;padding:0 .2em}
+"""
+
+
+def write_index(rows: list[dict], path: Path, params: dict, stored: bool = False) -> None:
+    """The pack's front page: the settings in words, a link to Part A's results page (``results.html``
+    next to it) if there is one, then a card per row (keys: name, title, seconds (None: a stored run), ok,
+    error, and optionally executed/source notebook paths, page (link), stale)."""
+    ok = sum(r["ok"] for r in rows)
+    settings = settings_in_words(params)
+    run = f"Settings: {settings}. "
+    if stored:
+        run += ("Nothing was run for this page: its figures and readings are the outputs stored with the "
+                "notebooks in <code>notebooks/</code>; <code>python -m diffnb.pack</code> runs them again, "
+                "with an HTML page each.")
+    else:
+        run += f"{ok} of {len(rows)} notebooks ran without an error."
+    if (path.parent / "results.html").exists():
+        results = 'Part A measured, method by method: <a href="results.html">the results page</a>.'
+    else:
+        results = ("Part A's results page (<code>results.html</code>) is not here yet: "
+                   "<code>python -m diffnb.evaluate --n 20</code> writes it.")
     path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>diffnb course pack</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td{padding:.2em 1em}</style>"
-        f"<h1>diffnb course pack</h1><p>parameters: {html.escape(json.dumps(params) or '{}')}</p>"
-        "<table><tr><th>notebook</th><th>title</th><th>time</th><th>status</th></tr>"
-        + "".join(items) + "</table>", encoding="utf-8")
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>diffnb course pack</title>"
+        f"<style>{STYLE}</style></head><body>\n<h1>diffnb course pack</h1>\n"
+        f"<p class=\"lead\">{run}</p>\n<p class=\"lead\">{results}</p>\n"
+        + "\n".join(_card(r) for r in rows) + "\n</body></html>\n", encoding="utf-8")
+
+
+def _stored_row(src: Path) -> dict:
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    error = notebook_summary(nb)["error"]
+    stale = nb["metadata"].get("diffnb", {}).get("source_hash") != source_hash(nb)
+    return {"name": src.stem, "title": _title(src), "seconds": None, "ok": not error, "error": error,
+            "executed": src, "stale": stale}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commit", action="store_true",
                     help="write the executed notebooks back into notebooks/ (quick profile only)")
     ap.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    ap.add_argument("--index-only", action="store_true",
+                    help="run nothing: write the front page from the outputs stored in notebooks/")
     args = ap.parse_args(argv)
     if args.timeout is not None and args.timeout < 1:
         ap.error(f"--timeout must be a positive number of seconds per cell, got {args.timeout}")
@@ -192,10 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DIFFNB_PROGRESS", "text")     # stored notebooks keep a readable bar
     if args.commit and params:
         ap.error("--commit stores the quick-profile outputs; run it without -p overrides")
+    if args.index_only and (params or args.commit):
+        ap.error("--index-only shows the stored quick-profile outputs; it takes no -p and no --commit")
     books = list_notebooks(args.only)
     if not books:
         ap.error(f"no notebooks found in {notebook_dir()}" + (f" matching {args.only!r}" if args.only else ""))
     out = args.out or build_dir() / "pack"
+    if args.index_only:
+        rows = [_stored_row(src) for src in books]
+        out.mkdir(parents=True, exist_ok=True)
+        write_index(rows, out / "index.html", {}, stored=True)
+        print(f"front page of {len(rows)} stored notebooks: {out / 'index.html'}")
+        return 0 if all(r["ok"] for r in rows) else 1
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     (out / "html").mkdir(parents=True, exist_ok=True)
 
@@ -205,23 +386,28 @@ def main(argv: list[str] | None = None) -> int:
     for i, src in enumerate(books, 1):
         dest = out / "notebooks" / src.name
         print(f"[{i}/{len(books)}] {src.name} ...", flush=True)
-        row = {"name": src.stem, "title": _title(src), "seconds": 0.0, "ok": True, "error": ""}
+        row = {"name": src.stem, "title": _title(src), "seconds": 0.0, "ok": True, "error": "",
+               "executed": dest, "source": src}
         try:
             if params:
                 check_parameters_exist(json.loads(src.read_text(encoding="utf-8")), params, src.name, elsewhere)
         except ValueError as err:                 # not run at all: papermill would only warn
-            row.update(ok=False, error=f"ValueError: {err}")
+            row.update(ok=False, error=f"ValueError: {err}", executed=None)   # an older run's is not this one
             failed += 1
             print(f"      FAILED before running ({err})", flush=True)
             rows.append(row)
             write_index(rows, out / "index.html", params)
             continue
+        t0 = time.perf_counter()
         try:
+            dest.unlink(missing_ok=True)          # a failure shows this run's partial outputs, never an older run's
             row["seconds"] = run_notebook(src, dest, params, args.timeout)
             to_html(dest, out / "html" / f"{src.stem}.html")
+            row["page"] = f"html/{src.stem}.html"
             print(f"      done in {row['seconds']:.0f} s", flush=True)
         except Exception as err:                  # keep going: one failure should not hide the rest
-            row.update(ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}")
+            row.update(ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}",
+                       seconds=time.perf_counter() - t0)
             failed += 1
             print(f"      FAILED ({row['error']}); the partial notebook is in {dest}", flush=True)
         rows.append(row)

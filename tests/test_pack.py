@@ -58,3 +58,154 @@ def test_parameters_cell_must_hold_literals():
     nb.cells = []
     with pytest.raises(ValueError, match="exactly one cell tagged 'parameters'"):
         pack.parameter_values(nb)
+
+
+# --- the front page (index.html) ---------------------------------------------------------------
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def _summary_notebook(reading="a: 1.00\nb: True\n", title="Demo <&> notebook"):
+    """A notebook as the pack stores it: a title and a teaching paragraph, a figure, a checked cell."""
+    nb = nbformat.v4.new_notebook()
+    figure = nbformat.v4.new_code_cell("show()", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="not a checked reading\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})])
+    checked = nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(summary)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text=reading),
+        nbformat.v4.new_output("stream", name="stderr", text="a warning\n")])
+    nb.cells = [nbformat.v4.new_markdown_cell(
+                    f"# {title}\n\nThe forward process adds *noise* to $x_0$, see [A0](A0_setup.ipynb) and "
+                    "`diffnb.forward`. Its marginal is known:\n\n$$q(x_t)$$\n\nMore prose."),
+                figure, checked]
+    return nb
+
+
+def _balanced(page):
+    """The page's tags nest properly (void elements aside) and the document is one html element."""
+    from html.parser import HTMLParser
+
+    void = {"meta", "img", "br", "wbr", "link", "input", "hr"}
+    stack, problems = [], []
+
+    class Check(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in void:
+                stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if not stack or stack.pop() != tag:
+                problems.append(tag)
+
+    Check().feed(page)
+    return page.startswith("<!doctype html>") and not stack and not problems
+
+
+def _cards(page):
+    import re
+    return dict(re.findall(r'<article class="nb" id="([^"]+)">(.*?)</article>', page, re.S))
+
+
+def test_notebook_summary_reads_the_executed_notebook():
+    s = pack.notebook_summary(_summary_notebook())
+    assert s == {"title": "Demo <&> notebook",
+                 "teaches": "The forward process adds noise to $x_0$, see A0 and diffnb.forward.",
+                 "thumbnail_png_b64": PNG, "reading": ["a: 1.00", "b: True"], "error": ""}
+    lines = "".join(f"line {i}\n" for i in range(12))
+    assert pack.notebook_summary(_summary_notebook(lines))["reading"] == [f"line {i}" for i in range(8)] + ["…"]
+    nb = _summary_notebook()
+    nb.cells[1].outputs = []
+    nb.cells[2].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]))
+    s = pack.notebook_summary(nb)
+    assert s["thumbnail_png_b64"] is None and s["error"] == "ValueError: bad"
+
+
+def test_teaching_line_is_short_plain_text_that_keeps_latex_whole():
+    long = ("A sentence that goes on about the UNet $\\varepsilon_\\theta(x_t, t, c)$ and its many parts, " * 4).strip()
+    line = pack.teaching_line({"cells": [nbformat.v4.new_markdown_cell("# T\n\n" + long)]})
+    assert line.endswith(" …") and len(line) <= 202 and line.count("$") % 2 == 0
+    assert line.startswith("A sentence that goes on about the UNet $\\varepsilon_\\theta(x_t, t, c)$")
+    short = "First sentence here. Second **one** with [a link](http://x) at the end."
+    assert pack.teaching_line({"cells": [nbformat.v4.new_markdown_cell(f"# T\n\n{short}")]}) == \
+        "First sentence here. Second one with a link at the end."
+    assert pack.teaching_line({"cells": [nbformat.v4.new_markdown_cell("# Only a title")]}) == ""
+
+
+def test_settings_are_said_in_words():
+    assert pack.settings_in_words({}) == ("the <code>quick</code> profile (the stored default: two CPU cores, "
+                                          "offline data and the pack's own small models)")
+    assert pack.settings_in_words({"profile": "seed", "device": "cuda", "epochs": 3}) == \
+        "profile <code>seed</code>, device <code>cuda</code>, epochs 3"
+    assert pack.settings_in_words({"guidance_scale": 5.0}) == "the <code>quick</code> profile with guidance scale 5.0"
+
+
+def test_front_page_shows_each_notebook(tmp_path):
+    nbformat.write(_summary_notebook(), str(tmp_path / "A1_demo.ipynb"))
+    row = {"name": "A1_demo", "title": "Demo <&> notebook", "seconds": 12.3, "ok": True, "error": "",
+           "executed": tmp_path / "A1_demo.ipynb", "page": "html/A1_demo.html"}
+    index = tmp_path / "index.html"
+    pack.write_index([row], index, {})
+    page = index.read_text()
+    assert _balanced(page) and "parameters: {}" not in page
+    card = _cards(page)["A1_demo"]
+    assert '<a href="html/A1_demo.html">Demo &lt;&amp;&gt; notebook</a>' in card
+    assert f'<img alt="first figure of Demo &lt;&amp;&gt; notebook" src="data:image/png;base64,{PNG}">' in card
+    assert "The forward process adds noise to $x_0$, see A0 and diffnb.forward." in card
+    assert '<pre class="reading">a: 1.00\nb: True</pre>' in card and "not a checked reading" not in card
+    assert "12 s" in card and '<span class="ok">ok</span>' in card
+    assert "Settings: the <code>quick</code> profile (the stored default: two CPU cores" in page
+    assert 'href="results.html"' not in page and "<code>python -m diffnb.evaluate --n 20</code> writes it" in page
+
+    (tmp_path / "results.html").write_text("<!doctype html><title>results</title>")
+    pack.write_index([row], index, {"profile": "seed", "device": "cuda"})
+    page = index.read_text()
+    assert "Settings: profile <code>seed</code>, device <code>cuda</code>." in page
+    assert '<a href="results.html">' in page and "diffnb.evaluate --n 20" not in page
+
+
+def test_front_page_escapes_what_notebooks_say(tmp_path):
+    nbformat.write(_summary_notebook("<script>alert(1)</script>\n", title="<script>x</script>"),
+                   str(tmp_path / "A1_bad.ipynb"))
+    row = {"name": "A1_bad", "title": "<script>x</script>", "seconds": 1.0, "ok": False,
+           "error": "RuntimeError: <b>boom</b>", "executed": tmp_path / "A1_bad.ipynb"}
+    pack.write_index([row], tmp_path / "index.html", {})
+    page = (tmp_path / "index.html").read_text()
+    assert "<script" not in page and "<b>boom" not in page and _balanced(page)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "FAILED: RuntimeError: &lt;b&gt;boom" in page
+    assert "<a href" not in _cards(page)["A1_bad"]             # a failed notebook has no page to link
+
+
+def test_failed_row_reads_only_this_runs_outputs(tmp_path):
+    nbformat.write(_summary_notebook(), str(tmp_path / "A1_src.ipynb"))
+    row = {"name": "A1_src", "title": "Demo", "seconds": 0.0, "ok": False, "error": "ValueError: no such parameter",
+           "executed": None, "source": tmp_path / "A1_src.ipynb"}             # failed before running
+    pack.write_index([row], tmp_path / "index.html", {"num_hidden": 8})
+    card = _cards((tmp_path / "index.html").read_text())["A1_src"]
+    assert "FAILED: ValueError: no such parameter" in card and "The forward process adds noise" in card
+    assert "<img" not in card and "reading" not in card                     # the stored outputs are not this run's
+    assert "not run" in card
+
+
+def test_index_only_writes_the_front_page_from_the_stored_notebooks(tmp_path, monkeypatch):
+    def no_running(*args, **kwargs):
+        raise AssertionError("--index-only must not run or convert a notebook")
+
+    monkeypatch.setattr(pack, "run_notebook", no_running)
+    monkeypatch.setattr(pack, "to_html", no_running)
+    books = pack.list_notebooks()
+    assert pack.main(["--index-only", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    cards = _cards(page)
+    assert list(cards) == [p.stem for p in books] and len(cards) == 19 and _balanced(page)
+    for path in books:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        has_figure = any("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+        card = cards[path.stem]
+        assert ('src="data:image/png;base64,' in card) == has_figure, path.name
+        assert "stored run" in card and '<pre class="reading">' in card and '<p class="teaches">' in card
+    assert not (tmp_path / "html").exists() and not (tmp_path / "notebooks").exists()
+
+    assert pack.main(["--index-only", "--only", "B2", "--out", str(tmp_path / "b2")]) == 0
+    assert list(_cards((tmp_path / "b2" / "index.html").read_text())) == [p.stem for p in books if "B2" in p.name]
+    with pytest.raises(SystemExit):
+        pack.main(["--index-only", "-p", "profile", "seed", "--out", str(tmp_path)])
