@@ -14,13 +14,21 @@ name a digit and a style, and lets the judge (``diffnb.mini.judge``) read the re
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
 
 The notebooks call them with a few samples (their checked cells print the rounded results);
-``python -m diffnb.evaluate`` runs them with many. Images are ``(N, 3, H, W)`` in [-1, 1] as in
+``python -m diffnb.evaluate`` runs them with many and writes the results page (``results.md`` and
+``results.html`` in ``build/pack/``, or ``--page-dir``): each section's figures with their sample counts and
+standard errors, and what they measure. Images are ``(N, 3, H, W)`` in [-1, 1] as in
 ``diffnb.a.denoise``; every run takes an explicit seed.
 """
 from __future__ import annotations
 
 import argparse
+import html
 import json
+import math
+import os
+import re
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -186,31 +194,49 @@ def inpaint_score(stage1, embed, judge, x0: torch.Tensor, digits: torch.Tensor, 
 
 # --------------------------------------------------------------------------- 1.8 and 1.9
 
+def read_anagram(judge, illusions: torch.Tensor, p1: str, p2: str) -> dict:
+    """Read flip illusions of ``(p1, p2)``: ``success`` = upright read as p1's digit AND rotated (180°)
+    read as p2's; ``upright`` and ``rotated`` each alone; ``ok`` per image."""
+    from diffnb.a import views as guidance
+
+    d1, d2 = _digits_of(p1, p2, "anagram")
+    up = judge.predict(unit(illusions)).digit
+    down = judge.predict(unit(guidance.FlipView().view(illusions))).digit
+    ok = (up == d1) & (down == d2)
+    return dict(success=float(ok.float().mean()), upright=float((up == d1).float().mean()),
+                rotated=float((down == d2).float().mean()), ok=ok)
+
+
+def anagram_baseline(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Sequence[int], scale: float,
+                     seed: int) -> float:
+    """The share of ``n`` plain CFG samples of p1 (seeded like the illusions) that pass ``read_anagram``:
+    what an illusion must beat."""
+    from diffnb.a import denoise as ddpm
+
+    _digits_of(p1, p2, "anagram")
+    base = ddpm.sample_cfg(stage1, embed(p1), embed(""), timesteps, scale, torch.Generator().manual_seed(seed),
+                           num_images=n)
+    return read_anagram(judge, base, p1, p2)["success"]
+
+
 def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Sequence[int], scale: float,
                   seed: int) -> dict:
-    """``n`` flip illusions (one seeded batch): ``success`` = upright read as p1's digit AND rotated
-    read as p2's. ``baseline``: the same reading of ``n`` plain CFG samples of p1, rotated."""
-    from diffnb.a import denoise as ddpm, views as guidance
+    """``n`` flip illusions (one seeded batch) read by ``read_anagram``, with ``baseline`` from
+    ``anagram_baseline`` and the ``illusions`` themselves."""
+    from diffnb.a import views as guidance
 
-    (d1, _), (d2, _) = world.parse_prompt(p1), world.parse_prompt(p2)
-    if d1 is None or d2 is None:
-        raise ValueError(f"anagram prompts must name digits to be judged, got {p1!r} and {p2!r}")
-    flip = guidance.FlipView()
+    _digits_of(p1, p2, "anagram")
     ill = guidance.make_flip_illusion(stage1, embed(p1), embed(p2), embed(""), timesteps, scale,
                                       torch.Generator().manual_seed(seed), num_images=n)
-    base = ddpm.sample_cfg(stage1, embed(p1), embed(""), timesteps, scale,
-                           torch.Generator().manual_seed(seed), num_images=n)
+    return dict(read_anagram(judge, ill, p1, p2),
+                baseline=anagram_baseline(stage1, embed, judge, p1, p2, n, timesteps, scale, seed), illusions=ill)
 
-    def both(x):
-        up = judge.predict(unit(x)).digit
-        down = judge.predict(unit(flip.view(x))).digit
-        return (up == d1) & (down == d2), (up == d1), (down == d2)
 
-    ok, up_ok, down_ok = both(ill)
-    base_ok, _, _ = both(base)
-    return dict(success=float(ok.float().mean()), upright=float(up_ok.float().mean()),
-                rotated=float(down_ok.float().mean()), baseline=float(base_ok.float().mean()),
-                illusions=ill, ok=ok)
+def _digits_of(p1: str, p2: str, kind: str) -> tuple[int, int]:
+    (d1, _), (d2, _) = world.parse_prompt(p1), world.parse_prompt(p2)
+    if d1 is None or d2 is None:
+        raise ValueError(f"{kind} prompts must name digits to be judged, got {p1!r} and {p2!r}")
+    return d1, d2
 
 
 def score_hybrid(judge, images: torch.Tensor, d_low, d_high) -> dict:
@@ -223,22 +249,35 @@ def score_hybrid(judge, images: torch.Tensor, d_low, d_high) -> dict:
                 near=float((near == d_high).float().mean()), ok=ok)
 
 
+def read_hybrid(judge, hybrids: torch.Tensor, p_low: str, p_high: str) -> dict:
+    """``score_hybrid`` with the digits named by the prompts: far view read as p_low's digit, the image
+    itself as p_high's."""
+    return score_hybrid(judge, hybrids, *_digits_of(p_low, p_high, "hybrid"))
+
+
+def hybrid_baseline(stage1, embed, judge, p_low: str, p_high: str, n: int, timesteps: Sequence[int], scale: float,
+                    seed: int) -> float:
+    """The share of ``n`` plain CFG samples of p_high (same seed) that pass ``read_hybrid``: they pass only
+    where a blurred p_high happens to read as p_low's digit."""
+    from diffnb.a import denoise as ddpm
+
+    _digits_of(p_low, p_high, "hybrid")
+    base = ddpm.sample_cfg(stage1, embed(p_high), embed(""), timesteps, scale, torch.Generator().manual_seed(seed),
+                           num_images=n)
+    return read_hybrid(judge, base, p_low, p_high)["success"]
+
+
 def hybrid_score(stage1, embed, judge, p_low: str, p_high: str, n: int, timesteps: Sequence[int], scale: float,
                  seed: int, kernel_size: int = 33, sigma: float = 2.0) -> dict:
-    """``n`` hybrids (one seeded batch) read by ``score_hybrid``: ``success`` = far view read as p_low's
-    digit and full image as p_high's. ``baseline``: the same reading of ``n`` plain CFG samples of
-    p_high (same seed), which pass only where a blurred p_high happens to read as p_low's digit."""
-    from diffnb.a import denoise as ddpm, views as guidance
+    """``n`` hybrids (one seeded batch) read by ``read_hybrid``, with ``baseline`` from ``hybrid_baseline``
+    and the ``hybrids`` themselves."""
+    from diffnb.a import views as guidance
 
-    (d_lo, _), (d_hi, _) = world.parse_prompt(p_low), world.parse_prompt(p_high)
-    if d_lo is None or d_hi is None:
-        raise ValueError(f"hybrid prompts must name digits to be judged, got {p_low!r} and {p_high!r}")
+    _digits_of(p_low, p_high, "hybrid")
     hyb = guidance.make_hybrids(stage1, embed(p_low), embed(p_high), embed(""), timesteps, scale,
                                 torch.Generator().manual_seed(seed), kernel_size=kernel_size, sigma=sigma, num_images=n)
-    base = ddpm.sample_cfg(stage1, embed(p_high), embed(""), timesteps, scale,
-                           torch.Generator().manual_seed(seed), num_images=n)
-    return dict(score_hybrid(judge, hyb, d_lo, d_hi), baseline=score_hybrid(judge, base, d_lo, d_hi)["success"],
-                hybrids=hyb)
+    return dict(read_hybrid(judge, hyb, p_low, p_high),
+                baseline=hybrid_baseline(stage1, embed, judge, p_low, p_high, n, timesteps, scale, seed), hybrids=hyb)
 
 
 # --------------------------------------------------------------------------- command line
@@ -274,6 +313,278 @@ def _out_argument(text: str) -> Path:
     return path
 
 
+def _page_dir_argument(text: str) -> Path:
+    """argparse ``type`` of ``--page-dir``: a folder for the results page, made if missing; refused now (not
+    after the experiments) if a file is in the way or the folder cannot be written."""
+    path = Path(text)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {str(p)!r}, which is a file"
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} {where}; give a folder for results.md and results.html (made if missing), "
+                    "or leave out --page-dir to write them into build/pack/")
+            if not os.access(p, os.W_OK):
+                raise argparse.ArgumentTypeError(f"cannot write into {str(p)!r}; give another folder or leave out "
+                                                 "--page-dir to write into build/pack/")
+            break
+    return path
+
+
+# --------------------------------------------------------------------------- the results page
+#
+# ``main`` keeps what it measures per section as rows: ``{"1.8": [{"label": ..., "n": 20, "success": 0.65,
+# ...}, ...]}``, where ``label`` (optional) names what a row measured, ``n`` is the samples behind its
+# figures and every other key is a figure. ``write_results_page`` turns them into results.md and
+# results.html, with each section's explanation (moved here from the notebooks' Markdown, which no
+# longer carries any measured figure) and a table; every number on the page comes from the rows and
+# ``meta``.
+
+#: the figures that are shares of the row's ``n`` samples: shown as percentages with a standard error
+RATES = {"digit", "style", "both", "digit_kept", "legible", "crayon", "success", "upright", "rotated", "far",
+         "near", "baseline"}
+
+#: column headings of the figures (a key not here is shown under its own name)
+HEADINGS = dict(i_start="start index", t="t", noisy="noisy input", iterative="iterative", one_step="one step",
+                blur="blur", digit="digit right", style="style right", both="both right", diversity="diversity",
+                distance="distance to input", digit_kept="digit kept", legible="read as a digit",
+                unmasked_exact="every unmasked pixel exact", crayon="read as crayon", success="both views right",
+                upright="upright right", rotated="rotated right", far="far view right", near="near view right",
+                baseline="baseline")
+
+#: per section: title, notebook, what the row labels are, and the explanation (paragraphs; `code` in
+#: backticks). No measured figure belongs here: the tables carry them.
+SECTION_TEXT = {
+    "1.4": ("Iterative denoising against one step and the blur", "A1.4_iterative.ipynb", None, [
+        "Held-out renders of the digit world are noised with the forward process to four levels (start indices "
+        "5, 10, 15 and 20 of the strided schedule) and cleaned from the same noisy input by three methods: "
+        "iterative denoising down the strided list (A1.4), the one-step estimate of the clean image (A1.3) and "
+        "a 5 × 5 Gaussian blur with σ = 2 (A1.2). Each figure is the mean squared error against the clean "
+        "renders, in [-1, 1] units: lower is better. The noisy input is the baseline every method must beat, "
+        "and the blur the one a learned denoiser must beat.",
+        "Sharper is not closer. Where one step has a lower error than the iterative walk, that is no "
+        "contradiction of the notebook's pictures: the one-step estimate is the mean of all clean images that "
+        "could have produced the noisy one, which is exactly what squared error rewards, while the iterative "
+        "walk adds fresh noise at every step and ends on one sharp, plausible image rather than the average."]),
+    "1.5": ("Sampling without guidance: does the sample show the prompt?", "A1.5_sampling.ipynb", "guidance", [
+        "Every prompt of the form “a {style} of the digit {d}” (10 digits × 3 styles), sampled n ÷ 10 times "
+        "each (at least twice), all in one batch from one seeded generator, without guidance (γ = 1: one "
+        "conditional UNet pass per step). The judge reads each sample's digit and style; the shares are of all "
+        "samples. Diversity is the mean RMS distance between two samples of the same prompt (pixel values in "
+        "[0, 1]): how different the model's answers to one prompt are.",
+        "This row is the baseline of 1.6, which runs the same prompts from the same seed with guidance. What to "
+        "look for: without guidance the model nearly always gets the style, but many samples show another "
+        "digit than the prompt's."]),
+    "1.6": ("Classifier-free guidance and prompt adherence", "A1.6_cfg.ipynb", "guidance", [
+        "The experiment of 1.5 (the same prompts, the same number of samples, the same seed) with "
+        "classifier-free guidance: at every step the UNet runs with the prompt and with the empty prompt, and "
+        "the estimates are extrapolated, ε = ε_u + γ (ε_c − ε_u), with the profile's γ. The baseline is 1.5's "
+        "row, the same experiment without guidance: the difference between the two rows is what guidance buys.",
+        "What to look for: guidance should raise the share of samples that show the prompt's digit by a wide "
+        "margin, while the diversity should hardly move on `mini`. "
+        "The samples are few, so compare the difference with the standard errors before reading much into it."]),
+    "1.7": ("SDEdit: how much of the input survives?", "A1.7_image_to_image.ipynb", None, [
+        "Held-out renders are noised to each of the notebook's start indices (the profile's `i_starts`) and "
+        "denoised with CFG towards “a high quality picture”. Per start index: the RMS distance between edit "
+        "and input (pixel values in [0, 1]) and the share of edits in which the judge still reads the input's "
+        "digit.",
+        "A small start index means a high t, much noise and free edits; a large one keeps the structure. So "
+        "the higher the start index, the more of the input should survive: the distance falls and the share "
+        "kept rises down the table. At the smallest indices an edit is a new image, and it keeps the digit "
+        "about as often as a random digit matches (one in ten). The notebook judges only a few renders, to run "
+        "in under a minute on two CPU cores, so its own shares jump about; these are the ones to read."]),
+    "1.7.2": ("Inpainting", "A1.7_image_to_image.ipynb", "mask", [
+        "Held-out renders with their top half repainted, each prompted with its own digit and style (RePaint as "
+        "in the course: start from pure noise and, after every step, put the original, noised to that step, "
+        "back outside the mask). Two questions: is every pixel outside the mask the original, to the bit (one "
+        "answer for the whole batch: at the last step the kept pixels are the original itself), and does the "
+        "completion make the same digit again (the share of results the judge reads as the input's digit)?"]),
+    "1.7.3": ("Text-guided translation to a crayon drawing", "A1.7_image_to_image.ipynb", "input", [
+        "SDEdit from each start index, now towards “a high quality crayon drawing”, on held-out photos and "
+        "pencil sketches of known digits. A successful edit is read as a crayon drawing (read as crayon) of the "
+        "input's digit (digit kept); both right is the share that is both.",
+        "What SDEdit can change depends on where the change lives. The forward process adds white noise, the "
+        "same amount at every spatial frequency, while an image's energy sits mostly in its low frequencies; "
+        "so at a given t the coarse layout of the input survives and the fine detail is drawn anew. In this "
+        "world a photo's style is its coloured background, the coarsest thing in the picture, and a crayon "
+        "drawing sits on pale paper: to change one into the other the background must go, and with it the "
+        "digit. A pencil sketch is already on pale paper; it differs from a crayon drawing in its strokes, "
+        "which SDEdit redraws while keeping where they are.",
+        "So expect the edit to fail on photos: the style changes only where the digit is lost (crayon at the "
+        "small start indices, the photo nearly unchanged at the large ones), and both right stays near what "
+        "chance gives, a new random digit matching the old one about once in ten. On pencil sketches it should "
+        "work from the last start indices: crayon drawings of the sketched digit."]),
+    "1.8": ("Visual anagrams (flip illusions)", "A1.8_visual_anagrams.ipynb", "upright prompt / rotated prompt", [
+        "One image that shows the first prompt upright and the second when rotated by 180°: at every step the "
+        "UNet sees the image both ways, each view with its own prompt and CFG, and the two noise estimates are "
+        "averaged (the rotated one turned back). An illusion is a success when the judge reads the upright "
+        "image as the first prompt's digit and the rotated one as the second's; upright right and rotated "
+        "right count each view alone.",
+        "The baseline is the same test on plain CFG samples of the first prompt, from the same seed, turned "
+        "round: an illusion has to beat what a plain sample passes by chance. The pairs' digits are chosen so "
+        "that a rotated digit is not the other one (a 6 turned is a 9: that pair would pass without any "
+        "trick).",
+        "How the pairs were chosen: `benchmarks/illusion_pairs.py` tries every ordered pair of digits in a "
+        "style and ranks them by success minus baseline, on seeds these figures do not use (its default is "
+        "`--seed 1000`; this page uses the `--seed` named above, the notebooks seed 100), so the figures here "
+        "are not the ones a pair was picked on. Most pairs stay far below the few that were kept.",
+        "The photo 3 / photo 5 pair fails, and stays so that you can see how: expect it to do no better than "
+        "its baseline, and to fail on the upright view, where the 5's strokes win over the 3's. Where one view "
+        "wins, the other fails."]),
+    "1.9": ("Hybrid images (factorized diffusion)", "A1.9_hybrids.ipynb", "far prompt / near prompt", [
+        "A hybrid looks like one prompt from far away and another up close: at every step the low frequencies "
+        "(a Gaussian blur, σ from the profile) of the first prompt's CFG estimate are added to the high "
+        "frequencies of the second's. The far view is the image 4× smaller, blown up again. A success is a far "
+        "view read as the far (low-frequency) prompt's digit and the full image read as the near "
+        "(high-frequency) prompt's; far view right and near view right count each alone.",
+        "The baseline reads plain CFG samples of the near prompt, from the same seed, the same way. They pass "
+        "only where a sketch seen from far happens to look like the far digit, so the baseline is not zero: "
+        "a thin 4 blurred to a smudge can read as a 1.",
+        "How the pairs were chosen: screened like the anagram pairs with `benchmarks/illusion_pairs.py` on "
+        "other seeds. A 1 is the digit that works best far away, most likely because it is one vertical bar: "
+        "its low frequencies are a soft vertical smear on which the strokes of another digit can sit. A 0 far "
+        "away needs a ring that a 4 cannot hide: the crayon 0 / pencil 4 pair fails nearly always, and stays so "
+        "that you can see a failure. At 32 × 32 pixels a blur of σ = 2 leaves little room between “low” and "
+        "“high”; other blurs (σ from 1 to 3) did no better for 1 / 7."]),
+}
+
+INTRO = ("Part A's methods measured on the pack's small `mini` model (the `quick` profile), each result read by "
+         "the world judge (`diffnb.mini.judge`), a classifier of the digit world's digits and styles. The "
+         "notebooks run the same experiments on a few samples to show them; this page runs them on n samples "
+         "each (the line above). Shares are of the samples in the n column, with ± one binomial standard error, "
+         "√(p(1 − p) / n), in percentage points: another seed moves a share by about that much, sometimes twice "
+         "as much. Where a share is none or all of the samples the formula gives zero, which says only that "
+         "this run saw no exception. A larger `--n` shrinks the error with √n. The page is written by "
+         "`python -m diffnb.evaluate` on every run; no figure on it is typed by hand.")
+
+
+def standard_error(p: float, n: int) -> float:
+    """The binomial standard error of a share ``p`` of ``n`` samples, in percentage points."""
+    return 100 * math.sqrt(p * (1 - p) / n)
+
+
+def _cell(key: str, value, n: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in RATES:
+        return f"{value:.0%} ± {standard_error(value, n):.1f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def results_sections(figures: dict) -> list[dict]:
+    """``figures`` (section -> rows, as ``main`` keeps them) as the page's sections, in ``SECTIONS`` order:
+    ``id, title, notebook, text`` (paragraphs), ``columns`` (headings), ``rows`` (cells as text) and
+    ``numeric`` (per column: right-aligned)."""
+    out = []
+    for sec in sorted(figures, key=lambda s: (SECTIONS.index(s) if s in SECTIONS else len(SECTIONS), s)):
+        rows = figures[sec]
+        title, notebook, label, text = SECTION_TEXT.get(sec, (sec, None, "measured", []))
+        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("label", "n")))
+        labelled = any("label" in r for r in rows)
+        columns = ([label or "measured"] if labelled else []) + [HEADINGS.get(k, k) for k in keys] + ["n"]
+        cells = [([str(r.get("label", ""))] if labelled else []) + [_cell(k, r.get(k), r["n"]) for k in keys]
+                 + [str(r["n"])] for r in rows]
+        out.append(dict(id=sec, title=title, notebook=notebook, text=text, columns=columns, rows=cells,
+                        numeric=[not labelled] + [True] * (len(columns) - 1)))
+    return out
+
+
+def _made(meta: dict) -> str:
+    """The line saying how the page was made (Markdown inline code in backticks)."""
+    return (f"Made by `{meta['command']}` on {meta.get('date') or time.strftime('%Y-%m-%d %H:%M')}: "
+            f"n = {meta['n']} samples per experiment, seed {meta['seed']}, device {meta['device']}, sections "
+            f"{', '.join(meta['sections'])}; the judge reads clean held-out renders with digit accuracy "
+            f"{meta['judge_digit']:.1%} and style accuracy {meta['judge_style']:.1%}; the run took "
+            f"{meta['seconds']:.0f} s.")
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _esc(text: str) -> str:
+    """``text`` escaped for an HTML text node."""
+    return html.escape(text, quote=False)
+
+
+def _inline_html(text: str) -> str:
+    """Escaped text with `backticks` as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+
+
+TITLE = "Part A, measured"
+
+PAGE_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:62em;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} .lead{color:#444}
+h2{font-size:1.2em;margin:1.6em 0 .2em;border-top:1px solid #ddd;padding-top:.8em}
+.notebook{color:#555;margin:0 0 .6em;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0 1em;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.25em .6em;vertical-align:top} th{background:#f2f2f2;text-align:left}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+code{background:#f2f2f2;padding:0 .2em}
+"""
+
+
+def render_markdown(sections: list[dict], meta: dict) -> str:
+    lines = [f"# {TITLE}", "", _made(meta), "", INTRO]
+    for s in sections:
+        lines += ["", f"## {s['id']} · {s['title']}", ""]
+        if s["notebook"]:
+            lines += [f"Notebook: `notebooks/{s['notebook']}`", ""]
+        for paragraph in s["text"]:
+            lines += [paragraph, ""]
+        lines.append("| " + " | ".join(_md_cell(c) for c in s["columns"]) + " |")
+        lines.append("|" + "|".join("--:" if numeric else "---" for numeric in s["numeric"]) + "|")
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in s["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def _html_row(cells: list[str], numeric: list[bool]) -> str:
+    return "<tr>" + "".join(f'<td class="num">{_esc(c)}</td>' if right else f"<td>{_esc(c)}</td>"
+                            for c, right in zip(cells, numeric)) + "</tr>\n"
+
+
+def render_html(sections: list[dict], meta: dict, folder: Path | None = None) -> str:
+    body = [f"<h1>{_esc(TITLE)}</h1>", f'<p class="lead">{_inline_html(_made(meta))}</p>',
+            f"<p>{_inline_html(INTRO)}</p>"]
+    for s in sections:
+        body.append(f'<section id="s{html.escape(s["id"])}"><h2>{_esc(s["id"])} · {_esc(s["title"])}</h2>')
+        if s["notebook"]:
+            name = _esc(f"notebooks/{s['notebook']}")
+            stem = Path(s["notebook"]).stem       # the pack's page of the notebook, where there is one
+            linked = (f'<a href="html/{html.escape(stem)}.html"><code>{name}</code></a>'
+                      if folder is not None and (folder / "html" / f"{stem}.html").exists() else f"<code>{name}</code>")
+            body.append(f'<p class="notebook">Notebook: {linked}</p>')
+        body += [f"<p>{_inline_html(p)}</p>" for p in s["text"]]
+        head = "".join(f"<th>{_esc(c)}</th>" for c in s["columns"])
+        rows = "".join(_html_row(row, s["numeric"]) for row in s["rows"])
+        body.append(f"<table><thead><tr>{head}</tr></thead><tbody>\n{rows}</tbody></table></section>")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_esc(TITLE)}</title><style>{PAGE_STYLE}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_results_page(figures: dict, meta: dict, folder: Path | str | None = None) -> tuple[Path, Path]:
+    """Write ``results.md`` and ``results.html`` into ``folder`` (default: the pack's ``build/pack/``, where
+    ``python -m diffnb.pack``'s front page links to it) and return their paths.
+
+    ``figures``: section -> rows (dicts with an optional ``label``, the sample count ``n`` and the figures;
+    those named in ``RATES`` are shares); ``meta``: ``command, n, seed, device, sections, judge_digit,
+    judge_style, seconds`` and optionally ``date``."""
+    from diffnb.core.paths import build_dir
+
+    folder = Path(folder) if folder is not None else build_dir() / "pack"
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = results_sections(figures)
+    md, page = folder / "results.md", folder / "results.html"
+    md.write_text(render_markdown(sections, meta), encoding="utf-8")
+    page.write_text(render_html(sections, meta, folder), encoding="utf-8")
+    return md, page
+
+
 def main(argv: list[str] | None = None) -> int:
     from diffnb.mini.judge import device_argument, int_at_least
 
@@ -285,7 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", type=_sections_argument, default=",".join(SECTIONS),
                         help=f"comma-separated, out of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--out", type=_out_argument, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--page-dir", type=_page_dir_argument, default=None,
+                        help="folder for the results page, results.md and results.html (default: build/pack/)")
     args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "diffnb.evaluate", *(sys.argv[1:] if argv is None else argv)])
+    begun = time.time()
 
     # the arguments are checked: now the heavy imports (diffusers)
     from diffnb.part_a import setup_part_a
@@ -297,36 +612,42 @@ def main(argv: list[str] | None = None) -> int:
     ts, scale, n, seed = pa.timesteps(), pa.scale, args.n, args.seed
     sections = args.sections
     like = _model_like(pa.stage1)
-    figures: dict = {}
+    figures: dict = {}          # name -> figures, as printed and written to --out
+    page: dict = {}             # section -> rows, for the results page
     started = time.time()
 
-    def report(name, value):
+    def report(name, value, section, samples, label=None):
         figures[name] = value
         print(f"{name}: {json.dumps(value, default=_fmt)}", flush=True)
+        rows = value if isinstance(value, list) else [value]
+        page.setdefault(section, []).extend(({} if label is None else {"label": label}) | {"n": samples} | r
+                                            for r in rows)
 
     if "1.4" in sections:
         x0, _, _ = world_images(n, seed=EVAL_SEED + seed, like=like)
         rows = reconstruction(pa.stage1, pa.embed, x0, [5, 10, 15, 20], ts, seed)
         report("1.4 reconstruction MSE", [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
-                                          for r in rows])
+                                          for r in rows], "1.4", n)
     for sec, gamma in (("1.5", 1.0), ("1.6", scale)):
         if sec in sections:
             per = max(2, n // 10)
             r = adherence(pa.stage1, pa.embed, judge, gamma, ts, seed, per_prompt=per)
             report(f"{sec} adherence (gamma={gamma:g}, {len(r['prompts'])} samples)",
-                   {k: round(r[k], 3) for k in ("digit", "style", "both", "diversity")})
+                   {k: round(r[k], 3) for k in ("digit", "style", "both", "diversity")}, sec, len(r["prompts"]),
+                   f"γ = {gamma:g}")
     if "1.7" in sections:
         x0, d, _ = world_images(n, seed=EVAL_SEED + seed + 1, like=like)
         rows = sdedit_curve(pa.stage1, pa.embed, judge, x0, d, pa.settings["i_starts"], ts, scale, seed)
         report("1.7 SDEdit per start index", [dict(i_start=r["i_start"], t=r["t"], distance=round(r["distance"], 3),
-                                                  digit_kept=round(r["digit_kept"], 3)) for r in rows])
+                                                  digit_kept=round(r["digit_kept"], 3)) for r in rows], "1.7", n)
     if "1.7.2" in sections:
         x0, d, s = world_images(n, seed=EVAL_SEED + seed + 2, like=like)
         from diffnb.a.images import rectangle_mask
         size = x0.shape[-1]
         mask = rectangle_mask(size, 0, 0, size // 2, size).to(x0)
         r = inpaint_score(pa.stage1, pa.embed, judge, x0, d, s, mask, ts, scale, seed)
-        report("1.7.2 inpainting (top half)", dict(unmasked_exact=r["unmasked_exact"], digit_kept=round(r["digit_kept"], 3)))
+        report("1.7.2 inpainting (top half)", dict(unmasked_exact=r["unmasked_exact"], digit_kept=round(r["digit_kept"], 3)),
+               "1.7.2", n, "top half")
     if "1.7.3" in sections:     # from photos (the style is in the background) and from pencil sketches
         for k, source in enumerate(("photo", "pencil sketch")):
             x0, d, _ = world_images(n, seed=EVAL_SEED + seed + 3 + 10 * k, styles=source, like=like)
@@ -334,20 +655,27 @@ def main(argv: list[str] | None = None) -> int:
                                 pa.settings["prompts"]["crayon"])
             report(f"1.7.3 {source} -> crayon per start index",
                    [dict(i_start=r["i_start"], crayon=round(r["style"], 3), digit_kept=round(r["digit_kept"], 3),
-                         both=round(r["both"], 3)) for r in rows])
+                         both=round(r["both"], 3)) for r in rows], "1.7.3", n, source)
     if "1.8" in sections:
         for p1, p2 in pa.settings["prompts"]["pairs"]:
             r = anagram_score(pa.stage1, pa.embed, judge, p1, p2, n, ts, scale, seed)
-            report(f"1.8 anagram {p1!r} / {p2!r}", {k: round(r[k], 3) for k in ("success", "upright", "rotated", "baseline")})
+            report(f"1.8 anagram {p1!r} / {p2!r}", {k: round(r[k], 3) for k in ("success", "upright", "rotated", "baseline")},
+                   "1.8", n, f"{p1} / {p2}")
     if "1.9" in sections:
         for lo, hi in pa.settings["prompts"]["hybrid_pairs"]:
             r = hybrid_score(pa.stage1, pa.embed, judge, lo, hi, n, ts, scale, seed,
                              sigma=pa.settings["hybrid_sigma"])
-            report(f"1.9 hybrid {lo!r} / {hi!r}", {k: round(r[k], 3) for k in ("success", "far", "near", "baseline")})
+            report(f"1.9 hybrid {lo!r} / {hi!r}", {k: round(r[k], 3) for k in ("success", "far", "near", "baseline")},
+                   "1.9", n, f"{lo} / {hi}")
     print(f"done in {time.time() - started:.0f} s", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(figures, f, indent=1, default=_fmt)
+    meta = dict(command=command, n=n, seed=seed, device=str(pa.device), sections=[s for s in SECTIONS if s in sections],
+                judge_digit=judge.digit_accuracy, judge_style=judge.style_accuracy, seconds=time.time() - begun,
+                date=time.strftime("%Y-%m-%d %H:%M"))
+    md, html_page = write_results_page(page, meta, args.page_dir)
+    print(f"results page: {md} and {html_page}", flush=True)
     return 0
 
 
