@@ -11,13 +11,15 @@ from diffnb import profiles
 from diffnb.b.digits import DigitData, load_digits
 from diffnb.core.checks import is_int
 from diffnb.core.devices import choose_threads, get_device
+from diffnb.core.progress import show_loops
 
 
 def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device, str]:
     """Check the parameters cell, resolve ``auto`` values and print what this run uses.
 
     Every argument is checked (``diffnb.profiles.check_parameter``) before anything is loaded or
-    printed; Part B's ``seed`` is an int (no ``None``)."""
+    printed; Part B's ``seed`` is an int (no ``None``).  From here on the Euler samplers show a progress
+    bar when they last over 2 s (``show_loops``)."""
     profiles.check_profile(profile)
     profiles.check_parameter("seed", seed, allow_none=False)
     profiles.check_parameter("device", device)
@@ -25,6 +27,7 @@ def setup(profile: str, device: str, data: str, seed: int) -> tuple[torch.device
     dev = get_device(device)
     threads = choose_threads(dev, profile)
     torch.manual_seed(seed)
+    show_loops()                        # an Euler sampler that runs over 2 s shows a bar in the notebook
     # fetch or render the digits now, so later cells (some of them checked by nbval) print no progress
     train_set = load_digits(source, train=True)
     load_digits(source, train=False)

@@ -327,7 +327,12 @@ def test_opening_a_notebook_leaves_it_unmodified(lab, browser):
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_jupyterlab(notebook, lab, browser):
+def test_notebook_runs_in_jupyterlab(notebook, lab, browser, notebook_turn):
+    with notebook_turn(notebook.name):          # nbval may be running the same notebook (conftest.py)
+        run_in_jupyterlab(notebook, lab, browser)
+
+
+def run_in_jupyterlab(notebook, lab, browser):
     name = notebook.name
     expected = expected_explorers(lab.root / name)
     t0 = time.monotonic()

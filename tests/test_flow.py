@@ -61,6 +61,29 @@ def test_time_fm_sample_calls_with_uniform_times_and_seeded_noise():
     torch.testing.assert_close(out, again)
 
 
+def test_samplers_show_a_bar_over_the_euler_steps_when_asked(monkeypatch):
+    from diffnb.core import progress
+    bars = []
+
+    def spy(steps, **kw):
+        bars.append((len(steps), kw["desc"]))
+        return steps
+
+    monkeypatch.setattr(flow, "tqdm", spy)
+    monkeypatch.setattr(progress, "_LOOPS", {"shown": False})
+    fake = Recorder(lambda x, t: torch.ones_like(x))
+    quiet = flow.time_fm_sample(fake, (4, 4), num_ts=5, seed=1, num_samples=2)
+    assert bars == []                                         # library use: no bar unless asked
+    shown = flow.time_fm_sample(fake, (4, 4), num_ts=5, seed=1, num_samples=2, progress=True)
+    assert bars == [(5, "Euler steps")]
+    torch.testing.assert_close(shown, quiet)                  # the bar changes nothing
+    progress.show_loops()                                     # what a notebook's setup does
+    cfg = Recorder(lambda x, c, t, mask: torch.ones_like(x))
+    flow.class_fm_sample(cfg, torch.arange(3), (4, 4), num_ts=4, guidance_scale=5.0)
+    flow.class_fm_sample(cfg, torch.arange(3), (4, 4), num_ts=4, guidance_scale=5.0, progress=False)  # explorers
+    assert bars == [(5, "Euler steps"), (4, "Euler steps")]
+
+
 def test_cfg_formula_and_single_batched_pass():
     # fake model: u = 2 + c where the class is kept (mask 1), u = -1 where it is dropped
     def fn(x, c, t, mask):

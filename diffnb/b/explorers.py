@@ -47,7 +47,7 @@ def explore_time_fm(config: TrainConfig, epochs: Sequence[int], num_ts: Sequence
     models = {e: load_model(config, e, device=device) for e in epochs}
 
     def render(epoch, steps):
-        x = time_fm_sample(models[epoch], (28, 28), steps, seed, num_samples=num_samples)
+        x = time_fm_sample(models[epoch], (28, 28), steps, seed, num_samples=num_samples, progress=False)
         return x, f"after epoch {epoch}, {steps} Euler step{'s' if steps > 1 else ''}"
 
     return Explorer(render, {"epoch": list(epochs), "steps": list(num_ts)}, title="time-conditioned flow: epoch × steps",
@@ -68,7 +68,7 @@ def explore_class_fm(config: TrainConfig, epochs: Sequence[int], gammas: Sequenc
     def render(digit, gamma, epoch, steps):
         key = (gamma, epoch, steps)
         if key not in batches:
-            batches[key] = class_fm_sample(models[epoch], c, (28, 28), steps, gamma, seed).cpu()
+            batches[key] = class_fm_sample(models[epoch], c, (28, 28), steps, gamma, seed, progress=False).cpu()
         return batches[key][c == digit], f"digit {digit}, γ = {gamma:g}, after epoch {epoch}, {steps} Euler steps"
 
     controls = {"digit": list(range(10)), "gamma": [float(g) for g in gammas], "epoch": list(epochs),

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from diffnb.b.denoiser import check_images
 from diffnb.core.checks import check_number, is_int
+from diffnb.core.progress import loops_shown, progress as tqdm
 
 
 # ------------------------------------------------------------------------- flow matching (2.x)
@@ -65,16 +66,20 @@ def class_fm_forward(unet: nn.Module, x_1: torch.Tensor, c: torch.Tensor, p_unco
     return F.mse_loss(unet(x_t, c, t, mask), x_1 - x_0)
 
 
-def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int) -> torch.Tensor:
+def euler_integrate(velocity, x_0: torch.Tensor, num_ts: int, progress: bool | None = None) -> torch.Tensor:
     """Integrate dx/dt = velocity(x, t) from t=0 to t=1 with ``num_ts`` Euler steps.
 
     x_{i+1} = x_i + (1/T) * velocity(x_i, i/T)   (Algorithm 2).  ``velocity`` takes
-    ``(x: (N, ...), t: (N,))``.
+    ``(x: (N, ...), t: (N,))``.  progress: a bar over the steps when they last over 2 s (``None``: once a
+    notebook's setup has turned loop bars on, ``diffnb.core.progress.show_loops``).
     """
     _check_num_ts(num_ts)
     x = x_0
     dt = 1.0 / num_ts
-    for i in range(num_ts):
+    steps = range(num_ts)
+    if loops_shown() if progress is None else progress:
+        steps = tqdm(steps, desc="Euler steps", leave=False)
+    for i in steps:
         t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=x.dtype)
         x = x + dt * velocity(x, t)
     return x
@@ -91,14 +96,16 @@ def cfg_velocity(u_uncond: torch.Tensor, u_cond: torch.Tensor, guidance_scale: f
 
 @torch.no_grad()
 def time_fm_sample(unet: nn.Module, img_wh: tuple[int, int] = (28, 28), num_ts: int = 50,
-                   seed: int = 0, num_samples: int = 40, channels: int | None = None) -> torch.Tensor:
-    """Sample ``num_samples`` images from a time-conditioned flow: (num_samples, C, H, W)."""
+                   seed: int = 0, num_samples: int = 40, channels: int | None = None,
+                   progress: bool | None = None) -> torch.Tensor:
+    """Sample ``num_samples`` images from a time-conditioned flow: (num_samples, C, H, W).
+    progress: as ``euler_integrate``'s."""
     _check_num_ts(num_ts)
     x_0 = _initial_noise(unet, img_wh, num_samples, seed, channels)
     was_training = unet.training
     unet.eval()
     try:
-        return euler_integrate(lambda x, t: unet(x, t), x_0, num_ts)
+        return euler_integrate(lambda x, t: unet(x, t), x_0, num_ts, progress)
     finally:
         unet.train(was_training)
 
@@ -106,7 +113,7 @@ def time_fm_sample(unet: nn.Module, img_wh: tuple[int, int] = (28, 28), num_ts: 
 @torch.no_grad()
 def class_fm_sample(unet: nn.Module, c: torch.Tensor, img_wh: tuple[int, int] = (28, 28),
                     num_ts: int = 50, guidance_scale: float = 5.0, seed: int = 0,
-                    channels: int | None = None) -> torch.Tensor:
+                    channels: int | None = None, progress: bool | None = None) -> torch.Tensor:
     """Sample one image per label in ``c: (N,)`` with classifier-free guidance: (N, C, H, W).
 
     The conditional (mask = 1) and unconditional (mask = 0) velocities come from ONE batched
@@ -115,6 +122,7 @@ def class_fm_sample(unet: nn.Module, c: torch.Tensor, img_wh: tuple[int, int] = 
     ``guidance_scale`` (gamma) is any finite number: 1 is plain conditional sampling, 0 ignores the
     class, > 1 strengthens it (5 in the write-up).  A negative gamma is legal and unusual: it steers
     the samples away from the asked-for digit.  NaN, inf, ``None`` or a string are refused.
+    progress: as ``euler_integrate``'s.
     """
     check_number("guidance_scale", guidance_scale,
                  fix="pass a number such as 5.0 (1.0 turns guidance off; negative values are allowed)")
@@ -142,7 +150,7 @@ def class_fm_sample(unet: nn.Module, c: torch.Tensor, img_wh: tuple[int, int] = 
     was_training = unet.training
     unet.eval()
     try:
-        return euler_integrate(velocity, x_0, num_ts)
+        return euler_integrate(velocity, x_0, num_ts, progress)
     finally:
         unet.train(was_training)
 

@@ -7,6 +7,11 @@ appears only for work that lasts over 2 s and always leaves its final line (``le
 stored notebook shows "100%" and the time taken, never a 0% bar or an empty line; a widget bar also
 waits 2 s, so short work never flashes one.
 
+A widget bar does not outlive its work: when it closes, its output is replaced (the display's id) by
+its final line as plain text (``leave=True``) or by nothing (``leave=False``).  A notebook saved in
+JupyterLab and opened again then shows "100% ... 50/50 [00:03]", not "Error displaying widget: model
+not found" (JupyterLab does not save widget state by default).
+
 ``show_loops()`` turns on the bars of Part A's denoising loops for the rest of the process (the
 notebooks' setup calls it; tests and library use stay quiet unless they ask per call).
 """
@@ -28,6 +33,39 @@ def loops_shown() -> bool:
     return _LOOPS["shown"]
 
 
+def _notebook_bar():
+    """tqdm's widget bar, displayed with a display id and replaced by text on close (module docstring)."""
+    from IPython.display import display
+    from tqdm.notebook import tqdm as widget_bar
+
+    class NotebookBar(widget_bar):
+        handle = None
+
+        def display(self, *args, **kwargs):
+            if kwargs.get("check_delay", True) and self.delay > 0 and not self.displayed and self.handle is None:
+                self.handle = display(self.container, display_id=True)
+                self.displayed = True                   # tqdm's own display() would show it a second time
+            return super().display(*args, **kwargs)
+
+        def close(self):
+            if self.disable:
+                return
+            super().close()
+            if self.handle is not None:
+                line = self.format_meter(**self.format_dict) if self.leave else ""
+                self.handle.update({"text/plain": line}, raw=True)
+                self.handle = None
+                self.container.close()
+
+    return NotebookBar
+
+
+def _in_notebook() -> bool:
+    from tqdm.auto import tqdm as auto_bar              # tqdm's own choice: a widget bar in a kernel with ipywidgets
+    from tqdm.notebook import tqdm as widget_bar
+    return issubclass(auto_bar, widget_bar)
+
+
 def progress(iterable=None, **kwargs):
     mode = os.environ.get("DIFFNB_PROGRESS", "auto")
     if mode == "off":
@@ -38,6 +76,10 @@ def progress(iterable=None, **kwargs):
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("delay", 2.0)
         kwargs["leave"] = True
+    elif _in_notebook():
+        tqdm = _notebook_bar()
+        kwargs.setdefault("delay", 2.0)
+        kwargs.setdefault("display", False)             # shown after ``delay`` (2 s), with a display id
     else:
         from tqdm.auto import tqdm
         kwargs.setdefault("delay", 2.0)
