@@ -46,14 +46,20 @@ def group_of(nodeid: str) -> str:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's ``loadscope`` with the two groups above as its scopes (its ``loadgroup`` marks are not read
-    under pytest 9, which derives node ids from ``Node._id``, not the ``_nodeid`` that xdist rewrites)."""
+    """xdist's ``loadscope`` with the two groups above as its scopes, handed out in collection order
+    (tests/, the browser test among them, then notebooks/): one process takes the browser test (which
+    trains Part B's runs on an empty build/) while the other runs the unit tests, and nbval's notebooks
+    come last, when the runs they load are trained.  (xdist's ``loadgroup`` marks are not read under
+    pytest 9, which derives node ids from ``Node._id``, not the ``_nodeid`` that xdist rewrites; and its
+    default reordering, largest scope first, would start nbval and the browser test together, each
+    waiting for the other's training.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebookGroups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
 
+    config.option.loadscopereorder = False
     return NotebookGroups(config, log)
 
 
@@ -81,12 +87,29 @@ def notebook_turn_fixture():
 _held: dict = {}                         # notebook path -> its held turn (nbval)
 
 
+@contextlib.contextmanager
+def quiet_bars():
+    """``DIFFNB_PROGRESS=off`` while nbval's kernel starts (it inherits this process's environment): a
+    checked cell whose loop runs over 2 s on a slow machine would otherwise show a bar that nbval
+    compares.  nbval checks readings; the browser test sees the bars a learner sees."""
+    before = os.environ.get("DIFFNB_PROGRESS")
+    os.environ["DIFFNB_PROGRESS"] = "off"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DIFFNB_PROGRESS", None)
+        else:
+            os.environ["DIFFNB_PROGRESS"] = before
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    """nbval: take the notebook's turn at its first cell."""
+    """nbval: take the notebook's turn at its first cell (before its kernel starts)."""
     if _is_nbval(item) and item.path not in _held:
         stack = contextlib.ExitStack()
         stack.enter_context(notebook_turn(item.path.name))
+        stack.enter_context(quiet_bars())
         _held[item.path] = stack
 
 

@@ -58,6 +58,7 @@ RUN_S = 600                 # Run All Cells of one notebook: a finished Part B r
                             # fresh build/ (as in CI) the training notebooks train first, minutes on 2 cores
 MOVE_S = 5                  # a control move until the explorer's picture changes
 EXPLORER = "diffnb-explorer"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 EXPLORE_CALL = re.compile(r"explore_\w+\(|explore\(")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LAB_SETTINGS = {
@@ -368,7 +369,38 @@ def run_in_jupyterlab(notebook, lab, browser):
             latencies.append(move_explorer(box))
 
         moves = ", ".join("fixed" if ms is None else f"{ms:.0f} ms" for ms in latencies) or "-"
+        reopened = ""
+        if expected:
+            page = save_and_reopen(lab, browser, page, name, expected)
+            reopened = "; saved and reopened: explorers shown from the saved state"
         print(f"\n[browser] {notebook.stem}: run all {t_run:.1f} s; {expected} explorer(s), moves: {moves}; "
-              f"open {t_open:.1f} s, screenshot {t_shot:.1f} s", flush=True)
+              f"open {t_open:.1f} s, screenshot {t_shot:.1f} s{reopened}", flush=True)
     finally:
         close_notebook(lab, page, name)
+
+
+def save_and_reopen(lab, browser, page, name: str, expected: int):
+    """Save the run notebook, close it (and its kernel), open it again: every widget output of the saved
+    file has its state saved with it (``jupyter-settings/``: saveState), and the page shows each explorer
+    from that state, with no "Error displaying widget: model not found".  Returns the new page."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + 30
+    while "jp-mod-dirty" in (tab(page, name).get_attribute("class") or ""):
+        assert time.monotonic() < deadline, f"{name}: still modified 30 s after saving"
+        page.wait_for_timeout(250)
+    saved = json.loads((lab.root / name).read_text(encoding="utf-8"))
+    state = saved["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    views = [o["data"][WIDGET_VIEW]["model_id"] for c in saved["cells"] if c["cell_type"] == "code"
+             for o in c["outputs"] if WIDGET_VIEW in o.get("data", {})]
+    unsaved = [m for m in views if m not in state]
+    assert len(views) >= expected and not unsaved, (
+        f"{name}: {len(unsaved)} of {len(views)} widget outputs were saved without their state; is "
+        "jupyter-settings installed (pip install -r requirements.txt) and saveState not turned off?")
+    close_notebook(lab, page, name)
+    page = open_notebook(lab, browser, name)
+    page.wait_for_timeout(2000)                    # the widget manager restores the saved models
+    broken = page.get_by_text("Error displaying widget").count()
+    assert broken == 0, f"{name}: {broken} output(s) read 'Error displaying widget' after save and reopen"
+    shown = page.locator(f".{EXPLORER} img").count()
+    assert shown == expected, f"{name}: {shown} of {expected} explorers show a picture after save and reopen"
+    return page
