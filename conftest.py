@@ -23,16 +23,11 @@ import os
 import pytest
 
 
-
 def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault("DIFFNB_THREADS", "1")
         import torch
         torch.set_num_threads(1)
-
-
-def _is_nbval(item) -> bool:
-    return item.path.suffix == ".ipynb"
 
 
 def group_of(nodeid: str) -> str:
@@ -43,6 +38,10 @@ def group_of(nodeid: str) -> str:
     if path.endswith("test_browser.py"):
         return "browser"
     return nodeid
+
+
+def _is_nbval(item) -> bool:
+    return group_of(item.nodeid) == "notebooks"
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -17,6 +17,7 @@ notebooks' setup calls it; tests and library use stay quiet unless they ask per 
 """
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -33,6 +34,7 @@ def loops_shown() -> bool:
     return _LOOPS["shown"]
 
 
+@functools.cache
 def _notebook_bar():
     """tqdm's widget bar, displayed with a display id and replaced by text on close (module docstring)."""
     from IPython.display import display
