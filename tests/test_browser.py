@@ -14,6 +14,10 @@ temporary copy of the folder so the committed notebooks are never written:
     a live widget: there is one box per code cell that calls ``explore(...)`` / ``explore_<x>(...)``, and
     pressing ArrowRight on a slider's handle (``.noUi-handle``) changes the box's ``<img>`` src within
     5 s (the latency is measured in the page, from the keydown to the src change);
+  * for a notebook with explorers: saved, closed with its kernel and opened again, every widget output
+    was saved with its state, no output reads "Error displaying widget", and every explorer's picture
+    still follows its slider (the sliders select the pictures in the browser; the new kernel has none
+    of the widgets);
   * a screenshot of the whole notebook after the run (before any control is moved, and also when a
     check then fails) goes to ``build/browser/<notebook>.png``.
 
@@ -372,7 +376,7 @@ def run_in_jupyterlab(notebook, lab, browser):
         reopened = ""
         if expected:
             page = save_and_reopen(lab, browser, page, name, expected)
-            reopened = "; saved and reopened: explorers shown from the saved state"
+            reopened = "; saved and reopened: explorers shown from the saved state, and they move"
         print(f"\n[browser] {notebook.stem}: run all {t_run:.1f} s; {expected} explorer(s), moves: {moves}; "
               f"open {t_open:.1f} s, screenshot {t_shot:.1f} s{reopened}", flush=True)
     finally:
@@ -381,8 +385,10 @@ def run_in_jupyterlab(notebook, lab, browser):
 
 def save_and_reopen(lab, browser, page, name: str, expected: int):
     """Save the run notebook, close it (and its kernel), open it again: every widget output of the saved
-    file has its state saved with it (``jupyter-settings/``: saveState), and the page shows each explorer
-    from that state, with no "Error displaying widget: model not found".  Returns the new page."""
+    file has its state saved with it (``jupyter-settings/``: saveState), the page shows each explorer
+    from that state, with no "Error displaying widget: model not found", and each explorer's picture still
+    follows its slider (linked in the browser; the fresh kernel has none of the widgets).  Returns the
+    new page."""
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     deadline = time.monotonic() + 30
     while "jp-mod-dirty" in (tab(page, name).get_attribute("class") or ""):
@@ -403,4 +409,7 @@ def save_and_reopen(lab, browser, page, name: str, expected: int):
     assert broken == 0, f"{name}: {broken} output(s) read 'Error displaying widget' after save and reopen"
     shown = page.locator(f".{EXPLORER} img").count()
     assert shown == expected, f"{name}: {shown} of {expected} explorers show a picture after save and reopen"
+    boxes = page.locator(f".{EXPLORER}")
+    for i in range(boxes.count()):           # the new kernel knows none of these widgets: the browser answers
+        move_explorer(boxes.nth(i))
     return page

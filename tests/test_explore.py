@@ -53,6 +53,30 @@ def test_a_moved_control_shows_that_settings_picture_and_caption():
     assert abs(int(pixels[0, 0, 0]) - round(0.5 * 255)) <= 1     # the picture is the level's grey
 
 
+def test_the_sliders_pick_the_picture_in_the_browser_without_the_kernel():
+    """Each control's slider ``index`` is linked in the browser (``jslink``) to every Stack that holds that
+    control's values; setting the Stacks as those links do (no kernel callback) shows the setting's picture."""
+    import ipywidgets as w
+    from ipywidgets.widgets.widget_link import Link
+
+    e = Explorer(_levels(), {"level": [0, 5, 10], "size": [4, 8]})
+    e.widget()
+    links = [x for x in list(w.Widget.widgets.values())
+             if isinstance(x, Link) and any(x.source[0] is s for s in e.sliders.values())]
+    by_slider = {name: [x for x in links if x.source[0] is s] for name, s in e.sliders.items()}
+    assert [len(by_slider["level"]), len(by_slider["size"])] == [1, 3]       # one top Stack, one per level
+    for name, group in by_slider.items():
+        for link in group:
+            assert link.source[1] == "index" and link.target[1] == "selected_index"
+            assert isinstance(link.target[0], w.Stack) and len(link.target[0].children) == len(e.controls[name])
+    for link in by_slider["level"]:                 # what the browser does on ArrowRight twice: level -> 10
+        link.target[0].selected_index = 2
+    for link in by_slider["size"]:                  # and size -> 8
+        link.target[0].selected_index = 1
+    assert e.image.value == e.png(level=10, size=8)
+    assert "level 10, size 8" in e.caption.value
+
+
 def test_tile_lays_out_rows_and_scales_by_whole_factors():
     images = torch.stack([torch.full((1, 2, 3), v) for v in (0.0, 0.25, 0.5, 1.0)])   # (4, 1, 2, 3)
     out = tile(images, nrow=2, tile_px=6, gap=1)

@@ -21,9 +21,11 @@ print("done")
 """
 
 
-def _run(source: str):
+def _run(source: str, mode: str | None = None):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     env = {k: v for k, v in os.environ.items() if k != "DIFFNB_PROGRESS"}       # auto: a widget in a kernel
+    if mode is not None:
+        env["DIFFNB_PROGRESS"] = mode
     client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False)
     saved = os.environ.copy()
     os.environ.clear()
@@ -54,3 +56,16 @@ def test_a_widget_bar_leaves_text_not_a_widget(leave):
 def test_short_work_shows_no_bar():
     outputs = _run(LOOP.format(desc="quick", leave=True).replace("1.0", "0.1"))
     assert [o["output_type"] for o in outputs] == ["stream"], outputs
+
+
+def test_a_text_bar_in_a_kernel_is_one_output_updated_in_place():
+    """``DIFFNB_PROGRESS=text`` (the pack's stored runs): the bar is refreshed several times (every 0.2 s
+    here) and the stored cell keeps one plain output, its final line; nothing goes to stderr."""
+    source = LOOP.format(desc="sampling", leave=False).replace('leave=False', 'leave=False, mininterval=0.2')
+    outputs = _run(source, mode="text")
+    shown = [o for o in outputs if o["output_type"] == "display_data"]
+    assert len(shown) == 1, f"expected one display of the bar: {outputs}"
+    text = shown[0]["data"]["text/plain"]
+    assert text.startswith("sampling: 100%") and "3/3" in text, text      # text mode always leaves its line
+    assert not any(o["output_type"] == "stream" and o["name"] == "stderr" for o in outputs), outputs
+    assert outputs[-1]["output_type"] == "stream" and outputs[-1]["text"] == "done\n"

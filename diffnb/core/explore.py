@@ -9,8 +9,11 @@ plays (``benchmarks/bench_explorers.py`` measures the answer).
 Displaying an explorer leaves two outputs:
   * a static figure of a few settings (one row each): what papermill, nbval and the HTML pages show,
     where no widget runs;
-  * the widget (ipywidgets): one slider per control, the picture and a caption line.  Its plain-text
-    fallback says to open the notebook in JupyterLab, so a stored notebook shows no stale widget.
+  * the widget (ipywidgets): one slider per control, the picture and a caption line.  Every setting's
+    picture is in the widget and the sliders pick one in the browser (``jslink``), so the explorer
+    answers without the kernel, also in a notebook saved with its widget state and opened again.  Its
+    plain-text fallback says to open the notebook in JupyterLab, so a stored notebook shows no stale
+    widget.
 
 Conventions: pictures are ``(N, C, H, W)`` tensors in [0, 1] (C = 1 or 3), laid out in ``nrow`` rows;
 a render returns the tensor, or ``(tensor, caption)``.
@@ -169,7 +172,12 @@ class Explorer:
         return frame.caption or ", ".join(f"{k} = {v}" for k, v in setting.items())
 
     def widget(self):
-        """The ipywidgets box: a slider per control, the picture, the caption (built once)."""
+        """The ipywidgets box: a slider per control over every setting's picture and caption (built once).
+
+        Every setting's picture is in the box: nested ``Stack``s, one level per control, each level's
+        ``selected_index`` linked in the browser (``jslink``) to its slider's ``index``.  So a moved
+        slider shows its picture without a round trip to the kernel, and a notebook saved with its
+        widget state still answers its sliders when opened again, with no kernel at all."""
         if self._widget is not None:
             return self._widget
         import ipywidgets as w
@@ -179,23 +187,50 @@ class Explorer:
                                            layout=w.Layout(width="460px"),
                                            style={"description_width": "110px"})
                    for name, values in self.controls.items()}
-        first = {name: values[0] for name, values in self.controls.items()}
-        width = tile(self.frames[self._key(first)].images, self.nrow, self.tile_px).shape[1]
-        image = w.Image(value=self.png(**first), format="png", width=str(width))   # its own size, not the cell's width
-        caption = w.HTML(value=self._caption_html(first))
+        names = list(self.controls)
+        stacks: list[list] = [[] for _ in names]        # per control: every Stack that control selects in
 
-        def update(_change=None):
-            setting = {name: s.value for name, s in sliders.items()}
-            image.value = self.png(**setting)
-            caption.value = self._caption_html(setting)
+        def build(level: int, chosen: tuple):
+            if level == len(names):
+                setting = dict(zip(names, chosen))
+                width = tile(self.frame(**setting).images, self.nrow, self.tile_px).shape[1]
+                image = w.Image(value=self.png(**setting), format="png", width=str(width))  # its own size
+                return w.VBox([image, w.HTML(value=self._caption_html(setting))])
+            stack = w.Stack([build(level + 1, chosen + (v,)) for v in self.controls[names[level]]],
+                            selected_index=0)
+            stacks[level].append(stack)
+            return stack
 
-        for s in sliders.values():
-            s.observe(update, names="value")
-        children = ([w.HTML(f"<b>{self.title}</b>")] if self.title else []) + list(sliders.values()) + [image, caption]
+        pictures = build(0, ())
+        for level, name in enumerate(names):
+            for stack in stacks[level]:
+                w.jslink((sliders[name], "index"), (stack, "selected_index"))   # in the browser, no kernel
+
+            def follow(change, level=level):            # the same in the kernel, when Python moves a slider
+                for stack in stacks[level]:
+                    stack.selected_index = change["new"]
+            sliders[name].observe(follow, names="index")
+        children = ([w.HTML(f"<b>{self.title}</b>")] if self.title else []) + list(sliders.values()) + [pictures]
         box = w.VBox(children)
         box.add_class(CSS_CLASS)
-        self._widget, self.sliders, self.image, self.caption = box, sliders, image, caption
+        self._widget, self.sliders, self._pictures = box, sliders, pictures
         return box
+
+    def _shown(self):
+        node = self._pictures
+        while node.__class__.__name__ == "Stack":
+            node = node.children[node.selected_index]
+        return node
+
+    @property
+    def image(self):
+        """The ``ipywidgets.Image`` the widget shows now (the selected picture of every Stack)."""
+        return self._shown().children[0]
+
+    @property
+    def caption(self):
+        """The caption ``ipywidgets.HTML`` under the picture shown now."""
+        return self._shown().children[1]
 
     def _caption_html(self, setting: dict) -> str:
         import html

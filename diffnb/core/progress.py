@@ -5,7 +5,9 @@
 notebooks show the finished bar instead of a widget that no longer exists) or ``off``.  A text bar
 appears only for work that lasts over 2 s and always leaves its final line (``leave=True``), so a
 stored notebook shows "100%" and the time taken, never a 0% bar or an empty line; a widget bar also
-waits 2 s, so short work never flashes one.
+waits 2 s, so short work never flashes one.  In a kernel a text bar is one plain output updated in
+place (a display id), so a stored notebook holds its final line once, as ordinary output, not every
+refresh in a stderr box; outside a kernel it writes to stderr as tqdm does.
 
 A widget bar does not outlive its work: when it closes, its output is replaced (the display's id) by
 its final line as plain text (``leave=True``) or by nothing (``leave=False``).  A notebook saved in
@@ -62,6 +64,44 @@ def _notebook_bar():
     return NotebookBar
 
 
+@functools.cache
+def _kernel_text_bar():
+    """tqdm's text bar drawn as one display (a display id) instead of ``\\r`` lines on stderr."""
+    import io
+
+    from IPython.display import display
+    from tqdm.std import tqdm as text_bar
+
+    class KernelTextBar(text_bar):
+        handle = None
+
+        def __init__(self, *args, **kwargs):
+            kwargs["file"] = io.StringIO()              # tqdm's own writes ('\\r', '\\n') go nowhere
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            line = self.__str__() if msg is None else msg
+            if self.handle is None:
+                if not line:
+                    return True
+                self.handle = display({"text/plain": line}, raw=True, display_id=True)
+            else:
+                self.handle.update({"text/plain": line}, raw=True)
+            return True
+
+    return KernelTextBar
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (JupyterLab, papermill, nbval), not a terminal."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in shell.config
+
+
 def _in_notebook() -> bool:
     from tqdm.auto import tqdm as auto_bar              # tqdm's own choice: a widget bar in a kernel with ipywidgets
     from tqdm.notebook import tqdm as widget_bar
@@ -74,6 +114,8 @@ def progress(iterable=None, **kwargs):
         kwargs["disable"] = True
     if mode == "text":
         from tqdm.std import tqdm
+        if _in_kernel():
+            tqdm = _kernel_text_bar()
         kwargs.setdefault("mininterval", 10.0)
         kwargs.setdefault("ascii", True)
         kwargs.setdefault("delay", 2.0)
