@@ -5,6 +5,11 @@ test digits, and measuring errors the narrative quotes.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import torch
 
 from diffnb import profiles
@@ -74,6 +79,50 @@ def epoch_losses(losses: list[float], epoch_ends: list[int]) -> list[float]:
     return [sum(losses[s:e]) / max(e - s, 1) for s, e in zip(starts, epoch_ends)]
 
 
+# the quick runs the pack ships trained (each takes minutes on two CPU cores; the denoisers train in seconds)
+SHIPPED_RUNS = ("time_fm", "class_fm", "class_fm_constant_lr")
+
+
+def ship(runs=SHIPPED_RUNS, replace: bool = False, device="cpu") -> list[Path]:
+    """Train the ``quick`` runs ``runs`` (or take this machine's finished runs in ``build/runs``) and write
+    the pack's copies, ``data/runs/<name>-<config hash>``: the weights after epochs 1, 5 and the last
+    (as written by the trainer, metadata and all) and a ``state.pt`` of the settings and loss history
+    (no optimizer state: a shipped run is only read), each recorded in the folder's ``checksums.json``.
+    A copy that exists is kept unless ``replace``; the new one is written beside it and swapped in."""
+    from diffnb.b.train import train
+    from diffnb.core.paths import data_dir
+    from diffnb.core.runs import atomic_write, verified
+
+    unknown = [r for r in runs if r not in profiles.PART_B_RUNS]
+    if unknown:
+        raise ValueError(f"unknown Part B run(s) {unknown}; choose from {sorted(profiles.PART_B_RUNS)}")
+    configs = [profiles.part_b_config(r, "quick") for r in runs]
+    targets = [data_dir() / "runs" / f"{c.name}-{c.key()}" for c in configs]
+    kept = [t for t in targets if t.exists()]
+    if kept and not replace:
+        raise FileExistsError(f"{', '.join(map(str, kept))} exist(s); pass replace=True (--replace) to write "
+                              "them again")
+    for config, target in zip(configs, targets):
+        result = train(config, device=device, retrain=True)          # build/runs: trains, resumes or loads
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.mkdir(parents=True)
+        for epoch in sorted({1, 5, config.epochs} & set(range(1, config.epochs + 1))):
+            src = verified(result.checkpoint(epoch))
+            atomic_write(tmp / src.name, lambda p, src=src: shutil.copyfile(src, p))
+        state = {"epoch": config.epochs, "config": json.loads(json.dumps(config.to_dict())),
+                 "losses": result.losses, "epoch_ends": result.epoch_ends}
+        state["config"].pop("notebook")
+        atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)                       # the pack's own previous copy, replaced as asked
+        print(f"{config.name}: wrote {target} (epochs {', '.join(p.stem[6:] for p in sorted(target.glob('epoch_*')))})")
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m diffnb.part_b train RUN --profile quick [...]``: train (or resume) one Part B run.
 
@@ -95,7 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--stop-after-epoch", type=int, default=None, help="stop after that epoch (resumable)")
     t.add_argument("--device", default="auto", choices=["cpu", "auto", "cuda"])
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sh = sub.add_parser("ship", help="train the quick flow-matching runs and write the pack's copies in data/runs")
+    sh.add_argument("runs", nargs="*", help=f"which runs (default: {' '.join(SHIPPED_RUNS)})")
+    sh.add_argument("--replace", action="store_true", help="write copies that exist again")
     args = parser.parse_args(argv)
+    if args.command == "ship":
+        try:
+            ship(tuple(args.runs) or SHIPPED_RUNS, replace=args.replace)
+        except (ValueError, FileExistsError) as err:
+            parser.error(str(err))
+        return 0
 
     import accelerate
 
@@ -106,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     config = profiles.part_b_config(args.run, args.profile, args.data or "auto", **overrides)
     acc = accelerate.Accelerator(cpu=args.device == "cpu")
     result = train(config, accelerator=acc, run_dir=args.run_dir, stop_after_epoch=args.stop_after_epoch,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, retrain=True)
     if acc.is_main_process:
         print(f"run: {result.run_dir}")
         print(f"processes: {acc.num_processes} | device: {acc.device} | "

@@ -125,6 +125,7 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     "epochs": _int("a positive int", example="10"),
     "train_limit": _int("a positive int", example="2048"),
     "num_ts": _int("a positive int (Euler steps)", example="50"),
+    "retrain": _Spec("True or False", lambda v: isinstance(v, bool), None, "True", optional=False),
 }
 
 # part_a_settings' own settings (beside the notebook parameters of the same name)

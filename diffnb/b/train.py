@@ -13,6 +13,11 @@
     last finished epoch; a finished run is loaded, not recomputed.
   * Runs live in ``build/runs/<name>-<hash of the config>``, so a changed setting starts a new
     run instead of resuming an incompatible one.
+  * The ``quick`` flow-matching runs (minutes each on two CPU cores) also ship, trained by this loop
+    with ``python -m diffnb.b.ship``, in ``data/runs/<name>-<hash>`` (epochs 1, 5 and the last, and
+    the loss history).  ``train`` loads that copy instead of training, unless ``retrain=True`` or
+    this machine has a run of its own in ``build/runs``; ``load_model`` and ``load_history`` read
+    from the same place (``run_dir_for``).
   * On a CUDA GPU the optimisation step (loss, backward, Adam) is recorded once as a CUDA graph
     and replayed: these UNets are small, so launching their hundreds of kernels one by one from
     Python, not the GPU's arithmetic, is what bounds an eager step.
@@ -43,7 +48,7 @@ from diffnb.b.digits import SOURCES
 from diffnb.core.checks import check_number
 from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.devices import get_device
-from diffnb.core.paths import build_dir, check_folder
+from diffnb.core.paths import build_dir, check_folder, data_dir
 from diffnb.core.runs import CheckpointError, Run, atomic_write, read_safetensors, verified
 from diffnb.core.progress import progress as tqdm
 from diffnb.b.unet import ClassConditionalUNet, TimeConditionalUNet, UnconditionalUNet
@@ -163,6 +168,22 @@ def default_run_dir(config: TrainConfig) -> Path:
     return build_dir() / "runs" / f"{config.name}-{config.key()}"
 
 
+def shipped_run_dir(config: TrainConfig) -> Path | None:
+    """The pack's trained copy of ``config``'s run (``data/runs/<name>-<key>``, written by
+    ``python -m diffnb.b.ship``), or None when the pack ships none for these settings."""
+    path = data_dir() / "runs" / f"{config.name}-{config.key()}"
+    return path if (path / "state.pt").is_file() else None
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    """Where ``config``'s run is read from: ``build/runs/...`` once this machine has a run of its own
+    there (finished or not), else the pack's shipped copy, else ``build/runs/...`` (to be trained)."""
+    local = default_run_dir(config)
+    if local.is_dir() and ((local / "state.pt").exists() or _epochs(local)):
+        return local
+    return shipped_run_dir(config) or local
+
+
 @dataclass
 class TrainResult:
     model: nn.Module
@@ -172,6 +193,7 @@ class TrainResult:
     epoch_ends: list[int]          # step count at the end of each epoch
     trained_epochs: list[int]      # epochs computed in this call (empty if all were loaded)
     seconds: float                 # training time of the computed epochs, this call
+    shipped: bool = False          # loaded from the pack's trained copy in data/runs (not trained here)
 
     def checkpoint(self, epoch: int) -> Path:
         return self.run_dir / f"epoch_{epoch:03d}.safetensors"
@@ -273,7 +295,7 @@ def _load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
 def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
           device="auto", run_dir: str | Path | None = None, progress: bool = True,
           stop_after_epoch: int | None = None, accelerator=None, cuda_graph: bool | None = None,
-          resume_from: int | None = None) -> TrainResult:
+          resume_from: int | None = None, retrain: bool = False) -> TrainResult:
     """Train (or resume, or load) the run described by ``config``.
 
     images: (N, 1, 28, 28) float32 in [0, 1] and labels: (N,) int 0-9; if omitted they are loaded
@@ -287,6 +309,9 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
     batch and only the main process writes checkpoints.
     cuda_graph: replay each step as a CUDA graph (default: on CUDA without an accelerator).  The
     draws are the same kind on every device; bitwise repeatable runs are a CPU property.
+    retrain: train here even where the pack ships this run trained (``shipped_run_dir``; the quick
+    flow-matching runs).  Without it, and with no run of this config in ``build/runs`` yet, the shipped
+    copy is loaded (``TrainResult.shipped``; a line says so), nothing is trained.
     resume_from: continue after that epoch from its weights alone (for a run whose ``state.pt`` is
     damaged: its ``CheckpointError`` names the last good epoch, ``.last_good``); the loss history up
     to it comes from the weights file, Adam's moments start afresh at that epoch's learning rate and
@@ -305,6 +330,8 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         raise ValueError(f"resume_from must be None or an epoch in 1..{config.epochs}, got {resume_from!r}")
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None (automatic), got {cuda_graph!r}")
+    if not isinstance(retrain, bool):
+        raise TypeError(f"retrain must be True or False, got {retrain!r}")
     device = accelerator.device if accelerator is not None else get_device(device)
     if device.type == "cpu":
         device = torch.device("cpu")      # a multi-process CPU accelerator says "cpu:0", which safetensors refuses
@@ -318,11 +345,37 @@ def train(config: TrainConfig, images: torch.Tensor | None = None, labels: torch
         _check_training_data(images, labels, config)
     elif labels is not None:
         raise ValueError("labels were given without images; pass both, or neither to load config.data")
+    if run_dir is None and not retrain and resume_from is None and run_dir_for(config) != default_run_dir(config):
+        return _load_shipped(config, device, progress and (accelerator is None or accelerator.is_main_process))
     run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
     # one process per run folder (helpers of a distributed run only read): the checks cannot be raced
     with Run(run_dir, lock=accelerator is None or accelerator.is_main_process) as run:
         return _train(config, images, labels, device, run, progress, stop_after_epoch, accelerator, cuda_graph,
                       resume_from)
+
+
+def _load_shipped(config: TrainConfig, device: torch.device, say: bool) -> TrainResult:
+    """The pack's trained copy of ``config``'s run, read (never written: no lock, no temporaries)."""
+    run_dir = shipped_run_dir(config)
+    state = _load_state(run_dir)
+    _check_same_run(state["config"], config, run_dir)
+    model = build_model(config).to(device)
+    _load_weights(model, run_dir / f"epoch_{int(state['epoch']):03d}.safetensors", device)
+    if say:
+        where = f"notebooks/{config.notebook}: retrain = True" if config.notebook else "train(..., retrain=True)"
+        print(f"{config.name}: loaded the pack's trained run {_shown(run_dir)} (these settings, trained by this "
+              f"loop with python -m diffnb.b.ship; epochs {', '.join(map(str, _epochs(run_dir)))} kept). "
+              f"To train it here instead: {where}")
+    return TrainResult(model.eval(), config, run_dir, list(state["losses"]), list(state["epoch_ends"]), [], 0.0,
+                       shipped=True)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root where it lies under it (for messages)."""
+    try:
+        return str(path.relative_to(data_dir().parent))
+    except ValueError:
+        return str(path)
 
 
 def rank_seed(seed: int, rank: int, epoch: int) -> int:
@@ -533,13 +586,20 @@ def load_model(config: TrainConfig, epoch: int | None = None, device="cpu",
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
-    run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
+    run_dir = _check_run_dir(run_dir if run_dir is not None else run_dir_for(config))
     epoch = config.epochs if epoch is None else epoch
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
         raise TypeError(f"epoch must be an int in 1..{config.epochs} or None (the last), got {epoch!r}")
     if not 1 <= epoch <= config.epochs:
         raise ValueError(f"epoch must lie in 1..{config.epochs} for run {config.name!r}, got {epoch}")
     path = run_dir / f"epoch_{epoch:03d}.safetensors"
+    if not path.exists() and run_dir == shipped_run_dir(config):
+        where = (f"set retrain = True in notebooks/{config.notebook} and run it" if config.notebook
+                 else "train it with diffnb.train(config, retrain=True)")
+        raise FileNotFoundError(
+            f"the pack ships {config.name!r} trained with these settings, but only the weights after epochs "
+            f"{', '.join(map(str, _epochs(run_dir)))} ({_shown(run_dir)}); for epoch {epoch}, train it here: {where} "
+            "(about as long as the shipped run took: a few minutes on two CPU cores)")
     if not path.exists():
         where = f"run notebooks/{config.notebook} first" if config.notebook else "train it first"
         raise FileNotFoundError(
@@ -569,7 +629,7 @@ def load_history(config: TrainConfig, run_dir: str | Path | None = None) -> tupl
     differing settings, when ``run_dir`` holds a run of other settings than ``config``)."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig (e.g. diffnb.part_b_config('class_fm')), got {config!r}")
-    run_dir = _check_run_dir(run_dir if run_dir is not None else default_run_dir(config))
+    run_dir = _check_run_dir(run_dir if run_dir is not None else run_dir_for(config))
     state = _load_state(run_dir)
     if state is None:
         where = f"run notebooks/{config.notebook} first" if config.notebook else "train it first"

@@ -1,0 +1,130 @@
+"""The quick flow-matching runs the pack ships trained (data/runs, written by python -m diffnb.part_b ship).
+
+They are what the committed recipe trains: each copy's settings are the current quick config's (a
+changed recipe fails here, naming the command that re-makes them), and retraining its first epoch
+from scratch gives the shipped losses and weights.  train() loads a copy instead of training and
+never writes into data/; retrain=True, or a run of this machine's own in build/runs, takes precedence.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import diffnb
+from diffnb import part_b, profiles
+from diffnb.b import train as T
+from diffnb.core import paths
+from diffnb.core.runs import read_safetensors, verified
+
+REMAKE = "the quick recipe changed: re-make the shipped runs with python -m diffnb.part_b ship --replace"
+
+
+@pytest.fixture
+def empty_build(tmp_path, monkeypatch):
+    """A build folder with no runs (as on a fresh clone); the mnist-5k digits are extracted there."""
+    monkeypatch.setenv("DIFFNB_BUILD", str(tmp_path / "build"))
+    return tmp_path / "build"
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", part_b.SHIPPED_RUNS)
+def test_shipped_run_is_the_current_recipe(name):
+    cfg = profiles.part_b_config(name, "quick")
+    run_dir = T.shipped_run_dir(cfg)
+    assert run_dir is not None, f"no shipped run data/runs/{cfg.name}-{cfg.key()}: {REMAKE}"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checksums.json", "epoch_001.safetensors", "epoch_005.safetensors", f"epoch_{cfg.epochs:03d}.safetensors",
+        "state.pt"]
+    comparable = {k: v for k, v in cfg.to_dict().items() if k != "notebook"}
+    for path in run_dir.glob("*.safetensors"):
+        meta = read_safetensors(path, metadata=True)                  # verified against checksums.json
+        assert json.loads(meta["config"]) == comparable, f"{path}: {REMAKE}"
+    state = torch.load(verified(run_dir / "state.pt"), weights_only=True)
+    assert set(state) == {"epoch", "config", "losses", "epoch_ends"}    # no optimizer: a copy is only read
+    assert state["config"] == comparable and state["epoch"] == cfg.epochs
+    steps = cfg.train_limit // cfg.batch_size
+    assert state["epoch_ends"] == [steps * (e + 1) for e in range(cfg.epochs)]
+    assert len(state["losses"]) == steps * cfg.epochs and all(0 < l < 2 for l in state["losses"])
+
+
+def test_no_stale_shipped_runs():
+    """Every folder in data/runs is the copy of a current quick recipe (an old one is dead weight)."""
+    current = {f"{c.name}-{c.key()}" for c in (profiles.part_b_config(r, "quick") for r in part_b.SHIPPED_RUNS)}
+    found = {p.name for p in (paths.data_dir() / "runs").iterdir()}
+    assert found == current, f"stale: {sorted(found - current)}, missing: {sorted(current - found)}; {REMAKE}"
+
+
+def test_train_loads_the_shipped_run_and_writes_nothing_there(empty_build, capsys):
+    cfg = profiles.part_b_config("class_fm", "quick")
+    shipped = T.shipped_run_dir(cfg)
+    before = _snapshot(shipped)
+    run = diffnb.train(cfg, device="cpu")
+    assert run.shipped and run.trained_epochs == [] and run.run_dir == shipped
+    assert "loaded the pack's trained run data/runs/class_fm-" in capsys.readouterr().out
+    weights = load_file(str(shipped / "epoch_010.safetensors"))
+    assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
+    assert (run.losses, run.epoch_ends) == diffnb.load_history(cfg)
+    five = diffnb.load_model(cfg, 5)                                   # the sampling notebooks' epochs
+    assert torch.equal(five.state_dict()["conv_in.net.0.net.0.weight"],
+                       load_file(str(shipped / "epoch_005.safetensors"))["conv_in.net.0.net.0.weight"])
+    with pytest.raises(FileNotFoundError, match=r"only the weights after epochs 1, 5, 10 .*for epoch 3, train it "
+                                                r"here: set retrain = True in notebooks/B2.5"):
+        diffnb.load_model(cfg, 3)
+    assert _snapshot(shipped) == before                                # no lock, temporaries or rewrites
+    assert not (empty_build / "runs").exists() or not any((empty_build / "runs").iterdir())
+
+
+@pytest.mark.parametrize("name", ["time_fm", "class_fm"])
+def test_retraining_the_first_epoch_reproduces_the_shipped_run(empty_build, name):
+    """retrain=True trains here (build/runs), and its first epoch is the shipped one: the same losses and
+    weights (to float32 rounding: kernels and thread counts add in other orders), so the copies are what
+    the committed recipe trains.  The machine's own run is then the one read."""
+    cfg = profiles.part_b_config(name, "quick")
+    shipped = T.shipped_run_dir(cfg)
+    state = torch.load(shipped / "state.pt", weights_only=True)
+    run = diffnb.train(cfg, device="cpu", retrain=True, stop_after_epoch=1, progress=False)
+    assert not run.shipped and run.trained_epochs == [1] and run.run_dir == T.default_run_dir(cfg)
+    steps = state["epoch_ends"][0]
+    assert run.epoch_ends == [steps]
+    torch.testing.assert_close(torch.tensor(run.losses), torch.tensor(state["losses"][:steps]), rtol=5e-4, atol=1e-6)
+    mine, theirs = run.model.state_dict(), load_file(str(shipped / "epoch_001.safetensors"))
+    for k, v in theirs.items():
+        torch.testing.assert_close(mine[k], v, rtol=1e-2, atol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
+    assert T.run_dir_for(cfg) == run.run_dir                           # this machine's run is read now
+    with pytest.raises(FileNotFoundError, match=f"run notebooks/{cfg.notebook} first"):
+        diffnb.load_model(cfg)                                         # ... and it stopped after epoch 1
+
+
+def test_ship_writes_a_verified_copy_and_keeps_one_that_exists(empty_build, tmp_path, monkeypatch):
+    """ship() on a tiny recipe into a scratch data folder: the kept epochs, a state without optimizer,
+    checksums; a second ship is refused unless replace=True; train() then loads it."""
+    data = tmp_path / "data"
+    monkeypatch.setattr(paths, "data_dir", lambda: data)
+    monkeypatch.setattr(T, "data_dir", lambda: data)
+    tiny = T.TrainConfig(name="time_fm", objective="time_fm", num_hiddens=4, batch_size=32, lr=1e-2, epochs=6,
+                         train_limit=64, data="mnist-5k", notebook="B2.2_train_time_conditioned.ipynb")
+    monkeypatch.setattr(profiles, "part_b_config", lambda run, profile: tiny)
+    [target] = part_b.ship(("time_fm",))
+    assert target == data / "runs" / f"time_fm-{tiny.key()}"
+    assert sorted(p.name for p in target.iterdir()) == [
+        "checksums.json", "epoch_001.safetensors", "epoch_005.safetensors", "epoch_006.safetensors", "state.pt"]
+    for p in target.iterdir():
+        if p.name != "checksums.json":
+            verified(p)
+    with pytest.raises(FileExistsError, match="replace=True"):
+        part_b.ship(("time_fm",))
+    part_b.ship(("time_fm",), replace=True)
+    assert not [p for p in (data / "runs").iterdir() if p.name.startswith(".")]    # no temporaries left
+    local = T.default_run_dir(tiny)
+    import shutil
+    shutil.rmtree(local)                                                   # a fresh clone: only the copy
+    run = diffnb.train(tiny, device="cpu", progress=False)
+    assert run.shipped and run.run_dir == target and len(run.epoch_ends) == 6
+    with pytest.raises(ValueError, match=r"unknown Part B run\(s\) \['nope'\]"):
+        part_b.ship(("nope",))
