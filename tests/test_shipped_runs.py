@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import diffnb
 from diffnb import part_b, profiles
 from diffnb.b import train as T
+from diffnb.b.digits import load_digits
 from diffnb.core import paths
 from diffnb.core.runs import read_safetensors, verified
 
@@ -66,7 +67,7 @@ def test_train_loads_the_shipped_run_and_writes_nothing_there(empty_build, capsy
     before = _snapshot(shipped)
     run = diffnb.train(cfg, device="cpu")
     assert run.shipped and run.trained_epochs == [] and run.run_dir == shipped
-    assert "loaded the pack's trained run data/runs/class_fm-" in capsys.readouterr().out
+    assert "loaded the pack's trained run, data/runs/class_fm-" in capsys.readouterr().out
     weights = load_file(str(shipped / "epoch_010.safetensors"))
     assert all(torch.equal(v, weights[k]) for k, v in run.model.state_dict().items())
     assert (run.losses, run.epoch_ends) == diffnb.load_history(cfg)
@@ -82,9 +83,12 @@ def test_train_loads_the_shipped_run_and_writes_nothing_there(empty_build, capsy
 
 @pytest.mark.parametrize("name", ["time_fm", "class_fm"])
 def test_retraining_the_first_epoch_reproduces_the_shipped_run(empty_build, name):
-    """retrain=True trains here (build/runs), and its first epoch is the shipped one: the same losses and
-    weights (to float32 rounding: kernels and thread counts add in other orders), so the copies are what
-    the committed recipe trains.  The machine's own run is then the one read."""
+    """retrain=True trains here (build/runs), and its first epoch is the shipped one: every step's loss the
+    same to float32 rounding (kernels and thread counts add in other orders), and the epoch-1 model's loss
+    on held-out digits within 3% of the shipped epoch-1 model's (measured: 0.08% for time_fm, 1% for
+    class_fm, 1 thread against the copies' 2; single weights drift further: a conv bias before a BatchNorm
+    has no gradient but float noise, and Adam turns that noise into full-size steps).  The machine's own
+    run is then the one read."""
     cfg = profiles.part_b_config(name, "quick")
     shipped = T.shipped_run_dir(cfg)
     state = torch.load(shipped / "state.pt", weights_only=True)
@@ -93,9 +97,14 @@ def test_retraining_the_first_epoch_reproduces_the_shipped_run(empty_build, name
     steps = state["epoch_ends"][0]
     assert run.epoch_ends == [steps]
     torch.testing.assert_close(torch.tensor(run.losses), torch.tensor(state["losses"][:steps]), rtol=5e-4, atol=1e-6)
-    mine, theirs = run.model.state_dict(), load_file(str(shipped / "epoch_001.safetensors"))
-    for k, v in theirs.items():
-        torch.testing.assert_close(mine[k], v, rtol=1e-2, atol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
+    held_out = load_digits(cfg.data, train=False, limit=256)
+    losses = []
+    with torch.no_grad():
+        for model in (run.model.eval(), diffnb.load_model(cfg, 1, run_dir=shipped)):
+            g = torch.Generator().manual_seed(1)
+            losses.append(float(diffnb.time_fm_forward(model, held_out.images, g) if name == "time_fm" else
+                                diffnb.class_fm_forward(model, held_out.images, held_out.labels, cfg.p_uncond, g)))
+    assert losses[0] == pytest.approx(losses[1], rel=0.03), f"held-out loss here {losses[0]:.4f}, shipped {losses[1]:.4f}"
     assert T.run_dir_for(cfg) == run.run_dir                           # this machine's run is read now
     with pytest.raises(FileNotFoundError, match=f"run notebooks/{cfg.notebook} first"):
         diffnb.load_model(cfg)                                         # ... and it stopped after epoch 1

@@ -14,7 +14,7 @@
   * Runs live in ``build/runs/<name>-<hash of the config>``, so a changed setting starts a new
     run instead of resuming an incompatible one.
   * The ``quick`` flow-matching runs (minutes each on two CPU cores) also ship, trained by this loop
-    with ``python -m diffnb.b.ship``, in ``data/runs/<name>-<hash>`` (epochs 1, 5 and the last, and
+    with ``python -m diffnb.part_b ship``, in ``data/runs/<name>-<hash>`` (epochs 1, 5 and the last, and
     the loss history).  ``train`` loads that copy instead of training, unless ``retrain=True`` or
     this machine has a run of its own in ``build/runs``; ``load_model`` and ``load_history`` read
     from the same place (``run_dir_for``).
@@ -170,7 +170,7 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 def shipped_run_dir(config: TrainConfig) -> Path | None:
     """The pack's trained copy of ``config``'s run (``data/runs/<name>-<key>``, written by
-    ``python -m diffnb.b.ship``), or None when the pack ships none for these settings."""
+    ``python -m diffnb.part_b ship``), or None when the pack ships none for these settings."""
     path = data_dir() / "runs" / f"{config.name}-{config.key()}"
     return path if (path / "state.pt").is_file() else None
 
@@ -362,10 +362,11 @@ def _load_shipped(config: TrainConfig, device: torch.device, say: bool) -> Train
     model = build_model(config).to(device)
     _load_weights(model, run_dir / f"epoch_{int(state['epoch']):03d}.safetensors", device)
     if say:
-        where = f"notebooks/{config.notebook}: retrain = True" if config.notebook else "train(..., retrain=True)"
-        print(f"{config.name}: loaded the pack's trained run {_shown(run_dir)} (these settings, trained by this "
-              f"loop with python -m diffnb.b.ship; epochs {', '.join(map(str, _epochs(run_dir)))} kept). "
-              f"To train it here instead: {where}")
+        where = (f"retrain = True in the parameters cell of notebooks/{config.notebook}" if config.notebook
+                 else "train(config, ..., retrain=True)")
+        print(f"{config.name}: loaded the pack's trained run, {_shown(run_dir)} (these settings; epochs "
+              f"{', '.join(map(str, _epochs(run_dir)))}; made by this loop, python -m diffnb.part_b ship).\n"
+              f"To train it here instead: {where}.")
     return TrainResult(model.eval(), config, run_dir, list(state["losses"]), list(state["epoch_ends"]), [], 0.0,
                        shipped=True)
 
