@@ -217,6 +217,24 @@ def teaching_line(nb: dict, limit: int = 200) -> str:
     return ""
 
 
+def prose_html(text: str) -> str:
+    """``text`` (plain text with ``$...$`` math, as ``teaching_line`` gives it) as HTML: the prose escaped,
+    each formula as MathML (``latex2mathml``), which a browser draws with no script and no network; a
+    formula it cannot convert stays as its escaped LaTeX."""
+    from latex2mathml.converter import convert
+
+    out = []
+    for i, piece in enumerate(re.split(r"(\$[^$]+\$)", text)):
+        if i % 2:
+            try:
+                out.append(convert(piece[1:-1]))
+            except Exception:                        # noqa: BLE001 - any parser failure: show the source
+                out.append(html.escape(piece))
+        else:
+            out.append(html.escape(piece))
+    return "".join(out)
+
+
 def notebook_summary(nb: dict, max_reading_lines: int = 8) -> dict:
     """What the front page shows of an (executed) notebook: ``title``; ``teaches``, one line;
     ``thumbnail_png_b64``, its first PNG output (None without one); ``reading``, the text output of the
@@ -274,7 +292,7 @@ def _card(row: dict) -> str:
     heading = f'<a href="{html.escape(page)}">{title}</a>' if page else title
     thumb = (f'<img alt="first figure of {title}" src="data:image/png;base64,{html.escape(s["thumbnail_png_b64"])}">'
              if s["thumbnail_png_b64"] else "")
-    teaches = f'<p class="teaches">{html.escape(s["teaches"])}</p>' if s["teaches"] else ""
+    teaches = f'<p class="teaches">{prose_html(s["teaches"])}</p>' if s["teaches"] else ""
     reading = (f'<pre class="reading">{html.escape(chr(10).join(s["reading"]))}</pre>' if s["reading"] else "")
     if row.get("seconds") is None:
         when = "stored run" + (" (sources changed since)" if row.get("stale") else "")

@@ -131,6 +131,16 @@ def test_teaching_line_is_short_plain_text_that_keeps_latex_whole():
     assert pack.teaching_line({"cells": [nbformat.v4.new_markdown_cell("# Only a title")]}) == ""
 
 
+def test_front_page_draws_the_teaching_lines_math_as_mathml():
+    """A learner reads the formulas of a teaching line drawn (MathML: no script, no network), not as LaTeX;
+    the prose around them is escaped."""
+    h = pack.prose_html("The UNet $\\varepsilon_\\theta(x_t, t)$ & <its> noise $x_0$.")
+    assert h.startswith("The UNet <math") and "&amp; &lt;its&gt; noise <math" in h and h.endswith("</math>.")
+    assert "$" not in h and "\\varepsilon" not in h
+    assert h.count("<msub>") == 3 and "&#x003B5;" in h                 # ε with its subscript θ, x_t, x_0
+    assert pack.prose_html("no math < here") == "no math &lt; here"
+
+
 def test_settings_are_said_in_words():
     assert pack.settings_in_words({}) == ("the <code>quick</code> profile (the stored default: two CPU cores, "
                                           "offline data and the pack's own small models)")
@@ -150,7 +160,7 @@ def test_front_page_shows_each_notebook(tmp_path):
     card = _cards(page)["A1_demo"]
     assert '<a href="html/A1_demo.html">Demo &lt;&amp;&gt; notebook</a>' in card
     assert f'<img alt="first figure of Demo &lt;&amp;&gt; notebook" src="data:image/png;base64,{PNG}">' in card
-    assert "The forward process adds noise to $x_0$, see A0 and diffnb.forward." in card
+    assert "The forward process adds noise to <math" in card and "</math>, see A0 and diffnb.forward." in card
     assert '<pre class="reading">a: 1.00\nb: True</pre>' in card and "not a checked reading" not in card
     assert "12 s" in card and '<span class="ok">ok</span>' in card
     assert "Settings: the <code>quick</code> profile (the stored default: two CPU cores" in page
