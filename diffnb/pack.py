@@ -330,7 +330,6 @@ def write_index(rows: list[dict], path: Path, params: dict, stored: bool = False
     """The pack's front page: the settings in words, a link to Part A's results page (``results.html``
     next to it) if there is one, then a card per row (keys: name, title, seconds (None: a stored run), ok,
     error, and optionally executed/source notebook paths, page (link), stale)."""
-    ok = sum(r["ok"] for r in rows)
     settings = settings_in_words(params)
     run = f"Settings: {settings}. "
     if stored:
@@ -338,7 +337,12 @@ def write_index(rows: list[dict], path: Path, params: dict, stored: bool = False
                 "notebooks in <code>notebooks/</code>; <code>python -m diffnb.pack</code> runs them again, "
                 "with an HTML page each.")
     else:
-        run += f"{ok} of {len(rows)} notebooks ran without an error."
+        ran = [r for r in rows if r["seconds"] is not None]
+        ok = sum(r["ok"] for r in ran)
+        run += f"{ok} of {len(ran)} notebooks ran without an error."
+        if len(ran) < len(rows):
+            run += (f" The other {len(rows) - len(ran)} (not selected by <code>--only</code>) show the outputs "
+                    "stored with the notebooks in <code>notebooks/</code>.")
     if (path.parent / "results.html").exists():
         results = 'Part A measured, method by method: <a href="results.html">the results page</a>.'
     else:
@@ -398,6 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     (out / "html").mkdir(parents=True, exist_ok=True)
 
+    everything = list_notebooks()
+
+    def page(rows: list[dict]) -> list[dict]:
+        """This run's rows and, for the notebooks ``--only`` left out, their stored outputs: the front
+        page always lists the whole pack, in order."""
+        if len(books) == len(everything):
+            return rows
+        ran = {r["name"]: r for r in rows}
+        return [ran.get(src.stem) or _stored_row(src) for src in everything
+                if src.stem in ran or src not in books]
+
     names = {src.name: _names_or_none(src) for src in books} if params else {}
     elsewhere = {p: [b for b, have in names.items() if have and p in have] for p in params}
     rows, failed = [], 0
@@ -414,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"      FAILED before running ({err})", flush=True)
             rows.append(row)
-            write_index(rows, out / "index.html", params)
+            write_index(page(rows), out / "index.html", params)
             continue
         t0 = time.perf_counter()
         try:
@@ -429,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"      FAILED ({row['error']}); the partial notebook is in {dest}", flush=True)
         rows.append(row)
-        write_index(rows, out / "index.html", params)
+        write_index(page(rows), out / "index.html", params)
         if args.commit and row["ok"]:
             nb = json.loads(dest.read_text(encoding="utf-8"))
             src.write_text(json.dumps(_clean_for_commit(nb), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

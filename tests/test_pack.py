@@ -1,5 +1,6 @@
 """The pack runner: papermill with parameters, an HTML page per notebook, an index, --commit."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -194,6 +195,26 @@ def test_failed_row_reads_only_this_runs_outputs(tmp_path):
     assert "FAILED: ValueError: no such parameter" in card and "The forward process adds noise" in card
     assert "<img" not in card and "reading" not in card                     # the stored outputs are not this run's
     assert "not run" in card
+
+
+def test_a_run_of_some_notebooks_still_lists_the_whole_pack(tmp_path, monkeypatch):
+    """--only runs a few notebooks; the front page lists them with this run's outputs and every other
+    notebook with its stored outputs, said so (it showed one card for one notebook)."""
+    import shutil
+
+    def fake_run(src, out, params, timeout=None):                 # the stored notebook stands in for a run
+        shutil.copyfile(src, out)
+        return 3.0
+
+    monkeypatch.setattr(pack, "run_notebook", fake_run)
+    monkeypatch.setattr(pack, "to_html", lambda nb, page: Path(page).write_text("<html></html>"))
+    assert pack.main(["--only", "A1.1", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    cards = _cards(page)
+    assert list(cards) == [p.stem for p in pack.list_notebooks()] and _balanced(page)
+    assert "3 s" in cards["A1.1_forward"] and 'href="html/A1.1_forward.html"' in cards["A1.1_forward"]
+    assert all("stored run" in c for name, c in cards.items() if name != "A1.1_forward")
+    assert "1 of 1 notebooks ran without an error. The other 18 (not selected by <code>--only</code>)" in page
 
 
 def test_index_only_writes_the_front_page_from_the_stored_notebooks(tmp_path, monkeypatch):
