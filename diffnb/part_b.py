@@ -5,7 +5,6 @@ test digits, and measuring errors the narrative quotes.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -85,34 +84,23 @@ SHIPPED_RUNS = ("time_fm", "class_fm", "class_fm_constant_lr")
 
 def ship(runs=SHIPPED_RUNS, replace: bool = False, device="cpu") -> list[Path]:
     """Train the ``quick`` runs ``runs`` (or take this machine's finished runs in ``build/runs``) and write
-    the pack's copies, ``data/runs/<name>-<config hash>``: the weights after epochs 1, 5 and the last
-    (as written by the trainer, metadata and all) and a ``state.pt`` of the settings and loss history
-    (no optimizer state: a shipped run is only read), each recorded in the folder's ``checksums.json``.
-    A copy that exists is kept unless ``replace``; the new one is written beside it and swapped in."""
-    from diffnb.b.train import train
-    from diffnb.core.paths import data_dir
-    from diffnb.core.runs import atomic_write, verified
+    the pack's copies, ``data/runs/<name>-<config hash>`` (``diffnb.b.train.write_copy``: epochs 1, 5 and
+    the last, the settings and loss history, checksums).  A copy that exists is kept unless ``replace``;
+    the new one is written beside it and swapped in."""
+    from diffnb.b.train import shipped_path, train, write_copy
 
     unknown = [r for r in runs if r not in profiles.PART_B_RUNS]
     if unknown:
         raise ValueError(f"unknown Part B run(s) {unknown}; choose from {sorted(profiles.PART_B_RUNS)}")
     configs = [profiles.part_b_config(r, "quick") for r in runs]
-    targets = [data_dir() / "runs" / f"{c.name}-{c.key()}" for c in configs]
+    targets = [shipped_path(c) for c in configs]
     kept = [t for t in targets if t.exists()]
     if kept and not replace:
         raise FileExistsError(f"{', '.join(map(str, kept))} exist(s); pass replace=True (--replace) to write "
                               "them again")
     for config, target in zip(configs, targets):
         result = train(config, device=device, retrain=True)          # build/runs: trains, resumes or loads
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.mkdir(parents=True)
-        for epoch in sorted({1, 5, config.epochs} & set(range(1, config.epochs + 1))):
-            src = verified(result.checkpoint(epoch))
-            atomic_write(tmp / src.name, lambda p, src=src: shutil.copyfile(src, p))
-        state = {"epoch": config.epochs, "config": json.loads(json.dumps(config.to_dict())),
-                 "losses": result.losses, "epoch_ends": result.epoch_ends}
-        state["config"].pop("notebook")
-        atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
+        tmp = write_copy(result, target.with_name(f".{target.name}.tmp-{os.getpid()}"))
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():
             os.replace(target, old)

@@ -105,6 +105,8 @@ def test_retraining_the_first_epoch_reproduces_the_shipped_run(empty_build, name
             losses.append(float(diffnb.time_fm_forward(model, held_out.images, g) if name == "time_fm" else
                                 diffnb.class_fm_forward(model, held_out.images, held_out.labels, cfg.p_uncond, g)))
     assert losses[0] == pytest.approx(losses[1], rel=0.03), f"held-out loss here {losses[0]:.4f}, shipped {losses[1]:.4f}"
+    with pytest.raises(ValueError, match="has 1 of 10 epochs; finish training it before copying it"):
+        T.write_copy(run, empty_build / "copy")                        # only a finished run ships
     assert T.run_dir_for(cfg) == run.run_dir                           # this machine's run is read now
     with pytest.raises(FileNotFoundError, match=f"run notebooks/{cfg.notebook} first"):
         diffnb.load_model(cfg)                                         # ... and it stopped after epoch 1

@@ -168,11 +168,41 @@ def default_run_dir(config: TrainConfig) -> Path:
     return build_dir() / "runs" / f"{config.name}-{config.key()}"
 
 
+def shipped_path(config: TrainConfig) -> Path:
+    """Where the pack keeps its trained copy of ``config``'s run: ``data/runs/<name>-<key>``."""
+    return data_dir() / "runs" / f"{config.name}-{config.key()}"
+
+
 def shipped_run_dir(config: TrainConfig) -> Path | None:
-    """The pack's trained copy of ``config``'s run (``data/runs/<name>-<key>``, written by
-    ``python -m diffnb.part_b ship``), or None when the pack ships none for these settings."""
-    path = data_dir() / "runs" / f"{config.name}-{config.key()}"
+    """The pack's trained copy of ``config``'s run (``shipped_path``, written by ``python -m diffnb.part_b
+    ship``), or None when the pack ships none for these settings."""
+    path = shipped_path(config)
     return path if (path / "state.pt").is_file() else None
+
+
+def shipped_epochs(config: TrainConfig) -> list[int]:
+    """The epochs whose weights a shipped copy keeps: 1, 5 and the last (what the sampling notebooks read)."""
+    return sorted({1, 5, config.epochs} & set(range(1, config.epochs + 1)))
+
+
+def write_copy(result: "TrainResult", folder: str | Path) -> Path:
+    """A finished run as a read-only copy in ``folder`` (made here; it must not exist): the weights of
+    ``shipped_epochs`` as the trainer wrote them (metadata and all) and a ``state.pt`` of the settings and
+    loss history, no optimizer state (a copy is only read), each recorded in ``checksums.json``."""
+    import shutil
+
+    config, folder = result.config, Path(folder)
+    if len(result.epoch_ends) != config.epochs:
+        raise ValueError(f"{result.run_dir} has {len(result.epoch_ends)} of {config.epochs} epochs; finish "
+                         "training it before copying it")
+    folder.mkdir(parents=True)
+    for epoch in shipped_epochs(config):
+        src = verified(result.checkpoint(epoch))
+        atomic_write(folder / src.name, lambda p, src=src: shutil.copyfile(src, p))
+    state = {"epoch": config.epochs, "config": _comparable(config), "losses": list(result.losses),
+             "epoch_ends": list(result.epoch_ends)}
+    atomic_write(folder / "state.pt", lambda p: torch.save(state, p))
+    return folder
 
 
 def run_dir_for(config: TrainConfig) -> Path:
