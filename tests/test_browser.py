@@ -1,7 +1,9 @@
 """Every notebook in a real browser: JupyterLab driven by Chromium (playwright), as a learner runs it.
 
-For each notebook in ``notebooks/`` (sorted: B2.3 reads B2.2's checkpoints, B2.6 reads B2.5's), on a
-temporary copy of the folder so the committed notebooks are never written:
+The notebooks are the learner's edition (``diffnb.exercises.edition.build`` into a temporary folder, so
+the committed notebooks are never written), the one a learner opens: every exercise still a stub, so
+each check says "not written yet" and the lesson runs on diffnb's functions.  For each notebook (sorted:
+B2.3 reads B2.2's checkpoints, B2.6 reads B2.5's):
 
   * open it at ``/lab/tree/<name>``, wait for its kernel to be idle, clear the stored outputs (so every
     prompt reads ``[ ]``), then Run menu -> "Run All Cells", and wait until the kernel is idle, no prompt
@@ -21,7 +23,10 @@ temporary copy of the folder so the committed notebooks are never written:
   * a screenshot of the whole notebook after the run (before any control is moved, and also when a
     check then fails) goes to ``build/browser/<notebook>.png``.
 
-A separate test checks that opening a notebook does not mark it modified (``jp-mod-dirty`` on its tab).
+A separate test checks that opening a notebook does not mark it modified (``jp-mod-dirty`` on its tab),
+and another one writes an exercise as a learner does: in A1.1 it runs the cells above the exercise, types
+the solution (taken from the solutions edition) into the exercise cell, runs it and its check, and reads
+"passed" in the check's output (screenshot: ``build/browser/learner_A1.1_forward.png``).
 
 Needs Chromium at /usr/bin/chromium (``apt-get install chromium``) and the ``playwright`` package; without
 either the tests skip with the reason.  ``pytest tests/test_browser.py -s`` prints one line per notebook.
@@ -32,7 +37,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -165,7 +169,8 @@ class Lab:
 def lab(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("browser")
     root = work / "notebooks"
-    shutil.copytree(NOTEBOOK_DIR, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    from diffnb.exercises.edition import build
+    build(root, NOTEBOOK_DIR)                   # the learner's edition of notebooks/
     server = Lab(root, work)
     request.addfinalizer(server.stop)
     server.wait_until_up()
@@ -327,6 +332,41 @@ def test_opening_a_notebook_leaves_it_unmodified(lab, browser):
         hint = (f" (its stored language_info.version is {stored.get('version')!r} and the kernel runs Python "
                 f"{here}: JupyterLab rewrites the metadata on opening)" if stored.get("version") != here else "")
         assert not dirty, f"opening {name} marked it modified{hint}"
+    finally:
+        close_notebook(lab, page, name)
+
+
+def test_a_learner_writes_forward_and_its_check_passes(lab, browser):
+    import nbformat
+    name = "A1.1_forward.ipynb"
+    solved = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    [answer] = [c.source for c in solved.cells if "exercise:forward" in c.metadata.get("tags", [])]
+    page = open_notebook(lab, browser, name)
+    try:
+        k = page.evaluate("""() => {
+          const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+          for (let i = 0; i < cells.length; i++)
+            if ((cells.get(i).getMetadata('tags') || []).includes('exercise:forward')) return i;
+          return -1;
+        }""")
+        assert k >= 0, f"{name}: no cell tagged exercise:forward in the learner's edition"
+        page.evaluate(f"() => {{ window.jupyterapp.shell.currentWidget.content.activeCellIndex = {k}; }}")
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-above')")
+        wait_for(page, name, lambda s: s["kernel"] == "idle" and s["running"] == 0 and s["counted"] >= 2, RUN_S,
+                 "the cells above the exercise")
+        editor = page.locator(".jp-Notebook .jp-Cell").nth(k).locator(".cm-content")
+        assert "raise NotImplementedError()" in editor.inner_text(), "the exercise cell is not the stub"
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.insert_text(answer)                       # typed text, without the editor's auto-indent
+        page.keyboard.press("Shift+Enter")                      # run the exercise, move to its check
+        page.keyboard.press("Shift+Enter")                      # run the check
+        check = page.locator(".jp-Notebook .jp-Cell").nth(k + 1).locator(".jp-OutputArea-output")
+        check.first.wait_for(timeout=RUN_S * 1000)
+        text = check.first.inner_text()
+        screenshot(page, SHOTS / "learner_A1.1_forward.png")
+        assert "✅ forward: passed" in text and "use your forward" in text, text
+        print(f"\n[browser] learner's A1.1: typed forward, its check says: {text.strip()}", flush=True)
     finally:
         close_notebook(lab, page, name)
 
