@@ -351,8 +351,22 @@ def write_index(rows: list[dict], path: Path, params: dict, stored: bool = False
     path.write_text(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>diffnb course pack</title>"
         f"<style>{STYLE}</style></head><body>\n<h1>diffnb course pack</h1>\n"
-        f"<p class=\"lead\">{run}</p>\n<p class=\"lead\">{results}</p>\n"
+        f"<p class=\"lead\">{run}</p>\n<p class=\"lead\">{results}</p>\n<p class=\"lead\">{_edition_line(path)}</p>\n"
         + "\n".join(_card(r) for r in rows) + "\n</body></html>\n", encoding="utf-8")
+
+
+def _edition_line(path: Path) -> str:
+    """The front page's line on the learner's edition (``build/exercises/`` beside ``build/pack/``)."""
+    from diffnb.exercises import catalog
+    table = catalog.exercises()
+    books = len({ex.notebook for ex in table.values()})
+    what = (f"The learner's edition asks for {len(table)} of the course's functions in {books} notebooks, each "
+            "checked against diffnb's the moment it is written")
+    folder = path.parent.parent / "exercises"
+    if folder.is_dir() and any(folder.glob("*.ipynb")):
+        return (f'{what}: <a href="../exercises/">build/exercises/</a> (open it with '
+                "<code>jupyter lab build/exercises/</code>).")
+    return f"{what}: <code>python -m diffnb.exercises build</code> writes it to <code>build/exercises/</code>."
 
 
 def _stored_row(src: Path) -> dict:

@@ -182,3 +182,17 @@ def test_grade_refuses_to_write_into_the_submissions(tmp_path):
         grade(tmp_path / "subs", tmp_path / "subs" / "grades")
     with pytest.raises(FileNotFoundError, match="no submissions folder"):
         grade(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_the_front_page_links_the_learners_edition(tmp_path, monkeypatch):
+    from diffnb import pack
+    (tmp_path / "pack").mkdir()
+    page = tmp_path / "pack" / "index.html"
+    pack.write_index([], page, {})
+    assert "python -m diffnb.exercises build</code> writes it" in page.read_text(encoding="utf-8")
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "exercises" / "A1.1_forward.ipynb").write_text("{}")
+    pack.write_index([], page, {})
+    text = page.read_text(encoding="utf-8")
+    assert f"asks for {len(catalog.exercises())} of the course's functions" in text
+    assert '<a href="../exercises/">' in text
