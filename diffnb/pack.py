@@ -239,12 +239,15 @@ def notebook_summary(nb: dict, max_reading_lines: int = 8) -> dict:
     """What the front page shows of an (executed) notebook: ``title``; ``teaches``, one line;
     ``thumbnail_png_b64``, its first PNG output (None without one); ``reading``, the text output of the
     cells whose source begins with the ``# NBVAL_CHECK_OUTPUT`` marker, at most ``max_reading_lines``
-    lines (then "…"); ``error``, "Name: message" of its first error output ("" without one)."""
+    lines (then "…"), leaving out the exercises' check cells (tag ``check:<name>``: they say whether the
+    notebook's own code passed, not what the lesson found); ``error``, "Name: message" of its first error
+    output ("" without one)."""
     png, reading, error = None, [], ""
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
-        checked = _text(cell["source"]).lstrip().startswith(CHECK_MARKER)
+        exercise_check = any(str(t).startswith("check:") for t in cell.get("metadata", {}).get("tags", []))
+        checked = _text(cell["source"]).lstrip().startswith(CHECK_MARKER) and not exercise_check
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if png is None and "image/png" in data:

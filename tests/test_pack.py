@@ -119,6 +119,12 @@ def test_notebook_summary_reads_the_executed_notebook():
     nb.cells[2].outputs.append(nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]))
     s = pack.notebook_summary(nb)
     assert s["thumbnail_png_b64"] is None and s["error"] == "ValueError: bad"
+    nb = _summary_notebook()                            # an exercise's check is not the lesson's reading
+    check = nbformat.v4.new_code_cell('# NBVAL_CHECK_OUTPUT\nforward = exercises.check("forward", forward)',
+                                      metadata={"tags": ["check:forward"]})
+    check.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✅ forward: passed\n")]
+    nb.cells.insert(1, check)
+    assert pack.notebook_summary(nb)["reading"] == ["a: 1.00", "b: True"]
 
 
 def test_teaching_line_is_short_plain_text_that_keeps_latex_whole():
