@@ -55,7 +55,7 @@ class Exercise:
 
 # --------------------------------------------------------------------------- forbidding the reference
 
-class _Tripwire:
+class Tripwire:
     """Stands in for a forbidden diffnb function while a learner's code runs."""
 
     def __init__(self, name: str):
@@ -110,18 +110,16 @@ def _qualname(obj) -> str:
 
 @contextlib.contextmanager
 def tripwires(forbidden: Sequence[Any]):
-    """Replace every forbidden object in every loaded ``diffnb`` module by a ``_Tripwire`` (restored after)."""
+    """Replace every forbidden object in every loaded ``diffnb`` module by a ``Tripwire`` (restored after)."""
     ids = {id(f): f for f in forbidden}
     swapped = []
     for mod_name, mod in list(sys.modules.items()):
         if mod is None or not (mod_name == "diffnb" or mod_name.startswith("diffnb.")):
             continue
-        if mod_name.startswith("diffnb.exercises"):
-            continue
         for attr, value in list(vars(mod).items()):
             if id(value) in ids:
                 swapped.append((mod, attr, value))
-                setattr(mod, attr, _Tripwire(f"{mod_name}.{attr}"))
+                setattr(mod, attr, Tripwire(f"{mod_name}.{attr}"))
     try:
         yield
     finally:
@@ -239,6 +237,22 @@ def expect_tensor(out, expected: torch.Tensor, what: str, where: str, *, inputs:
 
 def _value_at(t: torch.Tensor) -> str:
     return f"mean {float(t.float().mean()):.3f}, std {float(t.float().std()) if t.numel() > 1 else 0:.3f}"
+
+
+# --------------------------------------------------------------------------- diagnoses
+def near(a: float, b: float, tol: float = 0.02) -> bool:
+    """a within a relative ``tol`` of b (b below 0.05 counts as 0.05)."""
+    return abs(a - b) <= tol * max(abs(b), 0.05)
+
+
+def fit_weights(out: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor):
+    """Least squares ``out ~ a x0 + b eps``: returns (a, b, relative residual)."""
+    A = torch.stack([x0.flatten(), eps.flatten()], 1).double()
+    y = out.flatten().double()
+    sol = torch.linalg.lstsq(A, y[:, None]).solution.flatten()
+    resid = (y - A @ sol).norm() / y.norm().clamp_min(1e-12)
+    return float(sol[0]), float(sol[1]), float(resid)
+
 
 
 # --------------------------------------------------------------------------- one exercise, one line
