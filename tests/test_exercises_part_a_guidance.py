@@ -2,53 +2,14 @@
 written in its exercise cell, passes its check with the hidden cases; the stub is "not written"; a call to
 diffnb's own function is "used reference"; each plausible mistake (a small edit of the solution) is "wrong"
 with the diagnosis that names it; and the references the checks build on agree with diffnb's functions."""
-import json
-import re
-from pathlib import Path
-
 import pytest
 import torch
 
+from exercise_cells import exercise_cells, learner
 from diffnb.exercises import catalog, evaluate, fixtures
 from diffnb.exercises import part_a_guidance as guidance
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-SOLUTION = re.compile(r"( *)### BEGIN SOLUTION\n.*?### END SOLUTION\n?", re.S)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def exercise_cells(notebook: str) -> list[tuple[str, str]]:
-    """``(name, source)`` of the notebook's exercise cells, in order."""
-    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
-    return [(tag.split(":", 1)[1], "".join(c["source"])) for c in cells
-            for tag in c["metadata"].get("tags", []) if tag.startswith("exercise:")]
-
-
-def learner(name: str, edits=(), body: str | None = None):
-    """The function of exercise ``name`` as the notebook's cell defines it, after ``edits`` (``(old, new)``
-    replacements, each must occur) or with its solution region replaced by ``body``.  The notebook's
-    earlier exercise cells run first, as written, in the same namespace (as the grader runs them)."""
-    ex = catalog.get(name)
-    ns: dict = {}
-    for cell_name, source in exercise_cells(ex.notebook):
-        if cell_name == name:
-            for old, new in edits:
-                assert old in source, f"{old!r} is not in the {name} cell"
-                source = source.replace(old, new)
-            if body is not None:
-                source = SOLUTION.sub(lambda m: "".join(m.group(1) + line + "\n" for line in body.splitlines()),
-                                      source)
-            exec(compile(source, f"<{name}>", "exec"), ns)
-            return ns[ex.function]
-        exec(compile(source, f"<{cell_name}>", "exec"), ns)
-    raise AssertionError(f"{ex.notebook} has no exercise cell {name}")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NAMES = ["cfg_combine", "iterative_denoise_cfg", "sdedit", "inpaint_project", "make_flip_illusion", "make_hybrids"]

@@ -2,45 +2,15 @@
 the hidden cases; the stub reads "not written"; code that calls diffnb's own answer reads "used reference";
 and a catalogue of plausible wrong implementations (small edits of the solutions) each fails with a message
 that names the symptom."""
-import json
-from pathlib import Path
-
-import nbformat
 import pytest
 
-from diffnb.exercises import catalog, edition, evaluate
+from exercise_cells import exercise_cells, learner, stub
+from diffnb.exercises import catalog, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["conv", "down_conv", "up_conv", "flatten", "unflatten", "conv_block", "unet_forward", "add_noise",
          "denoiser_loss", "fc_block", "time_conditioning"]
-
-
-def exercise_cells(stem: str) -> list[tuple[str, str]]:
-    """(name, source) of the notebook's exercise cells, in order."""
-    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    return [(tag.split(":", 1)[1], "".join(c["source"])) for c in nb["cells"]
-            for tag in c["metadata"].get("tags", []) if tag.startswith("exercise:")]
-
-
-def stub(name: str) -> str:
-    """The exercise cell ``name`` as the learner's edition shows it (nbgrader's stubs in place of the solution)."""
-    nb = nbformat.read(NOTEBOOKS / f"{catalog.get(name).notebook}.ipynb", as_version=4)
-    return dict(edition.exercise_cells(edition.learner_notebook(nb)))[name]
-
-
-def learner(name: str, edit=None):
-    """Execute the exercise cells of ``name``'s notebook up to it, in one namespace (as the grader does; the
-    earlier cells are the notebook's solutions) with ``edit(source)`` applied to its own cell; return what
-    the cell defines."""
-    ex = catalog.get(name)
-    ns: dict = {}
-    for cell, source in exercise_cells(ex.notebook):
-        exec(compile(edit(source) if cell == name and edit else source, f"<{cell}>", "exec"), ns)
-        if cell == name:
-            return ns[ex.function]
-    raise AssertionError(f"{ex.notebook} has no exercise cell tagged exercise:{name}")
 
 
 def check(name: str, fn, hidden: bool = False):
@@ -61,7 +31,7 @@ def test_the_notebook_solution_passes_with_the_hidden_cases(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_stub_is_not_written(name):
-    result = check(name, learner(name, lambda source: stub(name)))
+    result = check(name, learner(name, edit=lambda source: stub(name)))
     assert result.status == "not written", result.message
 
 
@@ -89,7 +59,7 @@ USES_REFERENCE = {
 
 @pytest.mark.parametrize("name", NAMES)
 def test_calling_diffnbs_answer_is_used_reference(name):
-    result = check(name, learner(name, lambda source: USES_REFERENCE[name]))
+    result = check(name, learner(name, edit=lambda source: USES_REFERENCE[name]))
     assert result.status == "used reference", result.message
 
 
@@ -205,7 +175,7 @@ CATALOGUE = [
 
 @pytest.mark.parametrize("name, mistake, edit, words", CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in CATALOGUE])
 def test_a_plausible_mistake_fails_with_its_diagnosis(name, mistake, edit, words):
-    result = check(name, learner(name, edit))
+    result = check(name, learner(name, edit=edit))
     assert result.status == "wrong", result.message
     assert words in result.message
 
@@ -230,7 +200,7 @@ ALTERNATIVES = [
 
 @pytest.mark.parametrize("name, edit", ALTERNATIVES, ids=[a[0] for a in ALTERNATIVES])
 def test_another_correct_implementation_passes(name, edit):
-    result = check(name, learner(name, edit), hidden=True)
+    result = check(name, learner(name, edit=edit), hidden=True)
     assert result.status == "passed", result.message
 
 

@@ -1,54 +1,29 @@
 """Part B's flow-matching exercises (B2.2 to B2.6): each notebook's solution passes its check, hidden cases
 included; the stub reads "not written"; a function that uses diffnb's own answer reads "used reference"; and
 each plausible mistake (a small edit of the notebook's solution) is caught with a message that names it."""
-import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
+from exercise_cells import learner
 from diffnb.exercises import catalog
 from diffnb.exercises.core import evaluate
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["time_fm_forward", "time_fm_sample", "class_conditioning", "class_fm_forward", "class_fm_sample"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _cell(name: str) -> str:
-    """The source of exercise ``name``'s cell in its notebook."""
-    nb = json.loads((NOTEBOOKS / f"{catalog.get(name).notebook}.ipynb").read_text(encoding="utf-8"))
-    cells = [c for c in nb["cells"] if f"exercise:{name}" in c["metadata"].get("tags", [])]
-    assert len(cells) == 1, f"{len(cells)} cells tagged exercise:{name}"
-    return "".join(cells[0]["source"])
-
-
-def _define(name: str, source: str):
-    ns: dict = {}
-    exec(compile(source, f"<exercise {name}>", "exec"), ns)
-    return ns[catalog.get(name).function]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _edited(name: str, *edits: tuple[str, str]):
-    source = _cell(name)
-    for old, new in edits:
-        assert old in source, f"{old!r} is not in the solution of {name}"
-        source = source.replace(old, new)
-    return _define(name, source)
+    return learner(name, edits)
 
 
 def _with_body(name: str, body: str):
     """The exercise with its solution region replaced by ``body`` (lines indented by four spaces)."""
-    source = re.sub(r"    ### BEGIN SOLUTION\n.*?### END SOLUTION", body.rstrip(), _cell(name), flags=re.S)
-    return _define(name, source)
+    return learner(name, edit=lambda source: re.sub(r"    ### BEGIN SOLUTION\n.*?### END SOLUTION", body.rstrip(),
+                                                     source, flags=re.S))
 
 
 def _result(name: str, fn, hidden: bool = False):
@@ -59,7 +34,7 @@ def _result(name: str, fn, hidden: bool = False):
 def test_the_notebooks_solution_passes(name):
     before = torch.random.get_rng_state()
     for hidden in (False, True):
-        r = _result(name, _define(name, _cell(name)), hidden)
+        r = _result(name, learner(name), hidden)
         assert r.status == "passed", r.message
     assert torch.equal(torch.random.get_rng_state(), before), "the check changed the global random state"
 
@@ -200,7 +175,7 @@ def test_a_learners_change_to_the_unet_does_not_reach_the_next_check():
                                                                  "    torch.nn.init.zeros_(unet.head.weight)\n"
                                                                  "    return torch.ones(())"))
     assert r.status == "wrong", r.message
-    assert _result("time_fm_forward", _define("time_fm_forward", _cell("time_fm_forward"))).passed
+    assert _result("time_fm_forward", learner("time_fm_forward")).passed
 
 
 @pytest.mark.parametrize("name, edits", [

@@ -11,7 +11,7 @@ import math
 import torch
 
 from diffnb.exercises import fixtures
-from diffnb.exercises.core import Exercise, Mismatch, Probe, expect_tensor, fit_weights, near
+from diffnb.exercises.core import Exercise, Probe, expect_tensor, fit_weights, near
 
 
 
