@@ -124,7 +124,9 @@ def _tree(folder: Path) -> dict:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_grading_five_made_up_submissions(built, tmp_path):
+def test_grading_nine_made_up_submissions(built, tmp_path):
+    """All right, all stubs, a crashing cell, an endless loop, a flood of output, a call to diffnb's own
+    forward, a process that exits, one that asks for 64 GiB, and a mixed one."""
     subs = tmp_path / "submissions"
     shutil.copytree(NOTEBOOKS, subs / "all_right")
     shutil.copytree(built, subs / "all_stubs")
@@ -136,6 +138,8 @@ def test_grading_five_made_up_submissions(built, tmp_path):
     _with_forward(learner, subs / "floods", "    while True:\n        print('noise' * 100)")
     _with_forward(learner, subs / "calls_diffnb", "    from diffnb.a import denoise\n"
                   "    return denoise.forward(im, t, stage1, generator)")
+    _with_forward(learner, subs / "exits", "    import os\n    os._exit(3)")
+    _with_forward(learner, subs / "hogs_memory", "    hog = bytearray(64 * 2 ** 30)\n    return im")
     _with_forward(learner, subs / "mixed", right.replace("(1 - abar).sqrt()", "(1 - abar)"))
     part_b = next(ex.notebook for ex in catalog.exercises().values() if ex.notebook.startswith("B"))
     shutil.copy2(NOTEBOOKS / f"{part_b}.ipynb", subs / "mixed" / f"{part_b}.ipynb")
@@ -150,7 +154,7 @@ def test_grading_five_made_up_submissions(built, tmp_path):
         table = list(csv.DictReader(f))
     assert list(table[0]) == ["submission", "exercise", "passed", "points", "max_points", "message"]
     names = list(catalog.exercises())
-    assert len(table) == 7 * len(names)
+    assert len(table) == 9 * len(names)
     got = {(r["submission"], r["exercise"]): r for r in table}
     expect = {}
     for name in names:
@@ -158,13 +162,15 @@ def test_grading_five_made_up_submissions(built, tmp_path):
         expect[("all_right", name)] = (True, "matches diffnb's")
         expect[("all_stubs", name)] = (False, "not written yet")
         other = "not submitted"
-        for sub in ("crashing_cell", "loops_forever", "floods", "calls_diffnb"):
+        for sub in ("crashing_cell", "loops_forever", "floods", "calls_diffnb", "exits", "hogs_memory"):
             expect[(sub, name)] = (False, other)
         expect[("mixed", name)] = (True, "matches") if ex.notebook == part_b else (False, other)
     expect[("crashing_cell", "forward")] = (False, "the exercise cell raised RuntimeError: my cell is broken")
     expect[("loops_forever", "forward")] = (False, "took longer than 20 s")
     expect[("floods", "forward")] = (False, "printed more than 20,000 characters")
     expect[("calls_diffnb", "forward")] = (False, "uses diffnb's own diffnb.a.denoise.forward")
+    expect[("exits", "forward")] = (False, "the grading process ended (exit code 3)")
+    expect[("hogs_memory", "forward")] = (False, "raised MemoryError")
     expect[("mixed", "forward")] = (False, "did you leave out the square root")
     for key, (passed, words) in expect.items():
         row = got[key]
