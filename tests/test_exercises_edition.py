@@ -202,3 +202,40 @@ def test_the_front_page_links_the_learners_edition(tmp_path, monkeypatch):
     text = page.read_text(encoding="utf-8")
     assert f"asks for {len(catalog.exercises())} of the course's functions" in text
     assert '<a href="../exercises/">' in text
+
+
+# --------------------------------------------------------------------------- every check, the same promises
+
+def _first_tensor(args):
+    import torch
+    return next(a for a in args if isinstance(a, torch.Tensor))
+
+
+def _impostors():
+    """Answers that must never pass a check: the input handed back, zeros, and each as a module."""
+    import torch
+    import torch.nn as nn
+
+    class Same(nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+        def forward(self, x, *args, **kwargs):
+            return x
+
+    class Zeros(Same):
+        def forward(self, x, *args, **kwargs):
+            return torch.zeros_like(x)
+
+    return {"the input unchanged": (lambda *a, **k: _first_tensor(a), Same),
+            "zeros": (lambda *a, **k: torch.zeros_like(_first_tensor(a)), Zeros)}
+
+
+@pytest.mark.parametrize("name", list(catalog.exercises()))
+def test_no_check_passes_the_input_unchanged_or_zeros(name):
+    from diffnb.exercises import evaluate
+    ex = catalog.get(name)
+    is_class = isinstance(ex.reference(), type)
+    for what, (fn, module) in _impostors().items():
+        result = evaluate(ex, module if is_class else fn, hidden=True)
+        assert result.status == "wrong", f"{name}: {what} gave {result.status}: {result.message}"
