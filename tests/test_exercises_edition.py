@@ -239,3 +239,17 @@ def test_no_check_passes_the_input_unchanged_or_zeros(name):
     for what, (fn, module) in _impostors().items():
         result = evaluate(ex, module if is_class else fn, hidden=True)
         assert result.status == "wrong", f"{name}: {what} gave {result.status}: {result.message}"
+
+
+@pytest.mark.parametrize("name", list(catalog.exercises()))
+def test_each_solution_passes_its_hidden_cases_and_each_stub_is_not_written(name):
+    """The solutions edition's answer, as its notebook writes it (the earlier exercise cells run first, as
+    the grader runs them), passes with the hidden cases; the learner's edition's stub is "not written"."""
+    from exercise_cells import learner, stub
+    from diffnb.exercises import evaluate
+    ex = catalog.get(name)
+    result = evaluate(ex, learner(name), hidden=True)
+    assert result.status == "passed" and result.cases >= 4, result.message
+    assert result.seconds < 10, f"{name}: its hidden check took {result.seconds:.1f} s"
+    result = evaluate(ex, learner(name, edit=lambda source: stub(name)))
+    assert result.status == "not written" and "not written yet" in result.message, result.message
