@@ -94,7 +94,7 @@ def _grade_notebook(job: dict, results_path: str) -> None:
     os.chdir(job["scratch"])
     _limit_resources(job["memory_gb"])
     signal.signal(signal.SIGALRM, _on_alarm)
-    ns: dict = {"__name__": "__submission__"}
+    ns: dict = {"__name__": "__submission__", "get_ipython": _NoShell}
     with open(results_path, "a", encoding="utf-8") as results:
         for name, source in job["cells"]:
             ex = catalog.get(name)
@@ -128,8 +128,16 @@ def _grade_notebook(job: dict, results_path: str) -> None:
             results.flush()
 
 
+class _NoShell:
+    """What ``get_ipython()`` gives a graded cell: its magics (``%time``, ``!ls``) are skipped, not run."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def _python(source: str) -> str:
-    """A cell's source as plain Python (IPython's magics and ``!`` lines turned into calls)."""
+    """A cell's source as plain Python (IPython's magics and ``!`` lines turned into ``get_ipython()`` calls,
+    which grading skips)."""
     from IPython.core.inputtransformer2 import TransformerManager
     return TransformerManager().transform_cell(source)
 
