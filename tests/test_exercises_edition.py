@@ -251,6 +251,5 @@ def test_each_solution_passes_its_hidden_cases_and_each_stub_is_not_written(name
     ex = catalog.get(name)
     result = evaluate(ex, learner(name), hidden=True)
     assert result.status == "passed" and result.cases >= 4, result.message
-    assert result.seconds < 10, f"{name}: its hidden check took {result.seconds:.1f} s"
     result = evaluate(ex, learner(name, edit=lambda source: stub(name)))
     assert result.status == "not written" and "not written yet" in result.message, result.message
