@@ -509,7 +509,7 @@ def _input(in_channels: int, n: int, seed: int) -> torch.Tensor:
 
 def _forbidden_unet():
     from diffnb.b import unet
-    return [unet.UnconditionalUNet, unet._UNetBody]
+    return [unet.UnconditionalUNet]
 
 
 @_own_rng

@@ -16,16 +16,13 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from diffnb.exercises import fixtures
 from diffnb.exercises.core import Exercise, Mismatch, Probe, UsedReference, expect_tensor
 
 SIDE = 28                                     # the UNets' image size (two stride-2 steps to a 7x7 bottleneck)
 
 
 # --------------------------------------------------------------------------- shared fixtures
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
 
 @functools.cache
 def _unet(kind: str, num_hiddens: int, seed: int) -> torch.nn.Module:
@@ -54,7 +51,7 @@ def _unet(kind: str, num_hiddens: int, seed: int) -> torch.nn.Module:
 
 def _images(n: int, seed: int) -> torch.Tensor:
     """``n`` clean images ``(n, 1, 28, 28)`` with values in [0, 1]."""
-    return torch.rand(n, 1, SIDE, SIDE, generator=_gen(1000 + seed))
+    return torch.rand(n, 1, SIDE, SIDE, generator=fixtures.generator(1000 + seed))
 
 
 class _Calls:
@@ -114,8 +111,8 @@ BROADCAST = {"must match the size of tensor": "did you reshape t to (N, 1, 1, 1)
 # --------------------------------------------------------------------------- the losses' diagnoses
 
 def _draws(x_1: torch.Tensor, seed: int, order: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The draws of a flow-matching loss from ``_gen(seed)`` in ``order`` ("x_0", "t", "the mask's uniforms")."""
-    g, n, out = _gen(seed), x_1.shape[0], {}
+    """The draws of a flow-matching loss from ``fixtures.generator(seed)`` in ``order`` ("x_0", "t", "the mask's uniforms")."""
+    g, n, out = fixtures.generator(seed), x_1.shape[0], {}
     for name in order:
         out[name] = torch.randn(x_1.shape, generator=g) if name == "x_0" else torch.rand(n, generator=g)
     return out
@@ -229,9 +226,9 @@ def _run_time_fm_forward(fn, hidden: bool) -> int:
         where = f"a batch of {n} images, generator seed {seed}"
         unet, x_1 = _unet("time", d, seed), _images(n, seed)
         with torch.no_grad():
-            expected = ref(unet, x_1, _gen(seed))
+            expected = ref(unet, x_1, fixtures.generator(seed))
         mine, rec = _recorded(unet, ("x", "t"))
-        out = _call(probe, where, BROADCAST, mine, x_1, _gen(seed))
+        out = _call(probe, where, BROADCAST, mine, x_1, fixtures.generator(seed))
 
         def hint(out, rec=rec, unet=unet, x_1=x_1, seed=seed):
             if not rec.calls:
@@ -252,7 +249,7 @@ def _run_time_fm_forward(fn, hidden: bool) -> int:
 
 def _initial_noise(n: int, seed: int) -> torch.Tensor:
     """diffnb's starting noise for ``n`` samples of the 1-channel 28x28 UNets on the CPU."""
-    return torch.randn((n, 1, SIDE, SIDE), generator=_gen(seed))
+    return torch.randn((n, 1, SIDE, SIDE), generator=fixtures.generator(seed))
 
 
 def _check_times(ts: list[float], num_ts: int) -> str | None:
@@ -465,7 +462,7 @@ def _run_class_conditioning(fn, hidden: bool) -> int:
     probe = Probe(fn, "class_unet_forward", [ref])
     for n, d, seed, mask, times in cases:
         where = f"a batch of {n}, mask {mask}" + ("" if times is None else f", t = {times}")
-        unet, g = _unet("class", d, seed), _gen(2000 + seed)
+        unet, g = _unet("class", d, seed), fixtures.generator(2000 + seed)
         x = torch.randn(n, 1, SIDE, SIDE, generator=g)
         c = torch.randint(0, 10, (n,), generator=g)
         t = torch.rand(n, generator=g) if times is None else torch.tensor(times)
@@ -531,11 +528,11 @@ def _run_class_fm_forward(fn, hidden: bool) -> int:
     for n, d, seed, p in cases:
         where = f"a batch of {n}, p_uncond = {p}, generator seed {seed}"
         unet, x_1 = _unet("class", d, seed), _images(n, seed)
-        c = torch.randint(0, 10, (n,), generator=_gen(3100 + seed))
+        c = torch.randint(0, 10, (n,), generator=fixtures.generator(3100 + seed))
         with torch.no_grad():
-            expected = ref(unet, x_1, c, p, _gen(seed))
+            expected = ref(unet, x_1, c, p, fixtures.generator(seed))
         mine, rec = _recorded(unet, ("x", "c", "t", "mask"))
-        out = _call(probe, where, BROADCAST, mine, x_1, c, p, _gen(seed))
+        out = _call(probe, where, BROADCAST, mine, x_1, c, p, fixtures.generator(seed))
 
         def hint(out, rec=rec, unet=unet, x_1=x_1, c=c, p=p, seed=seed):
             if not rec.calls:
