@@ -1,8 +1,10 @@
 """Faults of a training run, for both trainers (Part B's ``train``, mini's ``train_mini``): damaged
 checkpoints, a second process on the same run folder, a save killed half-way.  Each is one clear error
 naming the file or the holder and the fix, or is repaired at the next start (``diffnb.core.runs.Run``)."""
+import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -191,3 +193,60 @@ def test_a_second_mini_process_is_refused_and_a_killed_holders_lock_and_temporar
     (run_dir / f".state.pt.tmp-{_dead_pid()}").write_bytes(b"half a state")
     done = mini.train_mini(MINI, run_dir=run_dir, out=tmp_path / "out", progress=False)
     assert done["step"] == 4 and _temporaries(run_dir) == []
+
+
+# --------------------------------------------------------------------------- a model folder's checksums
+
+def test_an_export_records_every_files_sha256_and_the_loaders_check_them(mini_run, tmp_path):
+    out = mini.export_run(MINI, _copy(mini_run, tmp_path / "run"), out=tmp_path / "model")
+    recorded = json.loads((out / "checksums.json").read_text())
+    assert sorted(recorded) == sorted(f for f in mini.EXPORT_FILES if f != "checksums.json")
+    assert mini.load_mini_prompts(out).encoder is not None                  # verified, then read
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("file", ["unet/diffusion_pytorch_model.safetensors", "prompt_encoder/model.safetensors",
+                                  "scheduler/scheduler_config.json"])
+def test_a_damaged_file_of_a_model_folder_is_refused_by_name(tmp_path, damage, file):
+    """A flipped byte, not only a truncated file: the shipped mini model's checksums.json catches it, and the
+    message names the file and how to restore it."""
+    import shutil
+    from diffnb.core.runs import verify_folder
+    folder = shutil.copytree(mini.shipped_model_dir(), tmp_path / "mini-if")
+    assert verify_folder(folder, "restore it")                              # the shipped copy is intact
+    damage(folder / file)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(file)} is damaged: its sha256 does not match .*restore it"):
+        verify_folder(folder, "restore it")
+    with pytest.raises(CheckpointError, match=re.escape(file)):
+        mini.load_mini_prompts(folder)
+
+
+def test_the_shipped_mini_folder_records_all_its_files_and_loads_verified():
+    from diffnb.core.runs import verify_folder
+    folder = mini.shipped_model_dir()
+    assert verify_folder(folder, "restore it")
+    recorded = json.loads((folder / "checksums.json").read_text())
+    assert sorted(recorded) == sorted(f for f in mini.EXPORT_FILES if f != "checksums.json")
+
+
+def test_a_model_folder_with_a_file_its_checksums_do_not_record_is_refused(tmp_path):
+    import shutil
+    from diffnb.core.runs import verify_folder
+    folder = shutil.copytree(mini.shipped_model_dir(), tmp_path / "mini-if")
+    (folder / "unet" / "extra.safetensors").write_bytes(b"not ours")
+    with pytest.raises(CheckpointError, match=r"holds files its checksums.json does not record \(unet/extra"):
+        verify_folder(folder, "restore it")
+    (folder / "unet" / "extra.safetensors").unlink()
+    (folder / "scheduler" / "scheduler_config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"scheduler_config.json is missing"):
+        verify_folder(folder, "restore it")
+
+
+def test_load_stage1_refuses_a_mini_folder_with_a_flipped_byte(tmp_path, monkeypatch):
+    import shutil
+    from diffnb.a import models
+    folder = shutil.copytree(mini.shipped_model_dir(), tmp_path / "mini-if")
+    _flip(folder / "unet" / "diffusion_pytorch_model.safetensors")
+    monkeypatch.setattr(models, "model_dir", lambda model: folder)
+    with pytest.raises(CheckpointError, match=r"diffusion_pytorch_model\.safetensors is damaged.*git checkout -- data/models/mini-if"):
+        models.load_stage1("mini", device="cpu")

@@ -196,6 +196,8 @@ def load_stage1(model: str = "tiny", device: str | torch.device = "auto", varian
             raise FileNotFoundError(f"the 'tiny' model is missing ({folder}); recreate it with "
                                     "`python -m diffnb.a.models make-tiny`")
         source = str(folder)
+        from diffnb.core.runs import verify_folder
+        verify_folder(folder, _remake_hint(model))       # a flipped byte is refused here, by name, with the fix
 
     try:
         with _quiet_diffusers():

@@ -9,6 +9,8 @@
   {pid, host, started} for the message); a second one is refused at once, naming the holder.
 * ``clean_temporaries(run_dir)``: remove the ``.*.tmp-<pid>`` files of processes that are gone.
 * ``read_safetensors(path, fix)``: verified tensors (or metadata) of a safetensors file.
+* ``record_folder(folder)`` / ``verify_folder(folder, fix)``: the same for a model folder (the ``mini``
+  model): ``checksums.json`` holds the sha256 of every file under it, by relative path.
 * ``Run(run_dir)``: the harness both trainers run in: ``with Run(run_dir, fix) as run:`` holds the lock,
   has removed dead saves' temporaries, and offers ``run.load()`` (the verified state or None; any damage
   is one ``CheckpointError`` naming the file and the fix, never a raw torch traceback) and
@@ -36,6 +38,11 @@ class CheckpointError(RuntimeError):
     def __init__(self, message: str, path: Path, last_good: int | None = None):
         super().__init__(message)
         self.path, self.last_good = Path(path), last_good
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    return _sha256(Path(path))
 
 
 def _sha256(path: Path) -> str:
@@ -114,6 +121,43 @@ def verified(path: str | Path, fix: str | None = None, last_good: int | None = N
         raise CheckpointError(f"{path} is damaged: its sha256 does not match the one recorded when it was "
                               f"written ({size} bytes now; truncated or altered); {fix}", path, last_good)
     return path
+
+
+def record_folder(folder: str | Path) -> dict:
+    """Write ``checksums.json`` into a model folder: the sha256 of every file under it, keyed by its path
+    relative to the folder (``unet/diffusion_pytorch_model.safetensors``), written atomically.  Returns it."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.name != MANIFEST)
+    manifest = {p.relative_to(folder).as_posix(): _sha256(p) for p in files}
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text), record=False)
+    return manifest
+
+
+def verify_folder(folder: str | Path, fix: str) -> bool:
+    """Check a model folder against its ``checksums.json`` (``record_folder``): every file recorded is there
+    with its sha256, and every weight or config file there (``.safetensors``, ``.json``) is recorded.  A
+    difference raises ``CheckpointError`` naming the file, what is wrong and ``fix``.  Returns False for a
+    folder with no ``checksums.json`` (written before folders recorded them: read as before), else True."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        return False
+    for rel, want in sorted(manifest.items()):
+        path = folder / rel
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing (it is recorded in {folder / MANIFEST}); {fix}", path)
+        if _sha256(path) != want:
+            raise CheckpointError(f"{path} is damaged: its sha256 does not match the one recorded in "
+                                  f"{folder / MANIFEST} ({path.stat().st_size} bytes now; altered or truncated); "
+                                  f"{fix}", path)
+    extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.suffix in (".safetensors", ".json") and p.name != MANIFEST and p.is_file())
+    extra = [rel for rel in extra if rel not in manifest]
+    if extra:
+        raise CheckpointError(f"{folder} holds files its {MANIFEST} does not record ({', '.join(extra)}): not the "
+                              f"folder that was written; {fix}", folder / extra[0])
+    return True
 
 
 def pid_alive(pid: int, own: bool = True) -> bool:

@@ -62,7 +62,7 @@ from diffnb.a.models import tiny_unet_config
 from diffnb.mini import world
 from diffnb.core.cudagraph import graph_step, make_capturable, portable_state, set_lrs
 from diffnb.core.paths import build_dir, data_dir
-from diffnb.core.runs import Run, pid_alive, read_safetensors
+from diffnb.core.runs import Run, pid_alive, read_safetensors, record_folder, verify_folder
 
 MAX_WORDS = 16
 EMBED_DIM = 64
@@ -213,6 +213,7 @@ class MiniPrompts:
 def load_mini_prompts(folder: str | Path | None = None) -> MiniPrompts:
     """The prompt encoder shipped beside the mini UNet (``data/models/mini-if/prompt_encoder``)."""
     folder = Path(folder) if folder is not None else data_dir() / "models" / "mini-if"
+    verify_folder(folder, _damaged_model_fix(folder))            # its checksums.json, where it has one
     return MiniPrompts(PromptEncoder.load(folder / "prompt_encoder"), source=str(folder))
 
 
@@ -668,11 +669,28 @@ def _check_finite(history: list, start: int, ema: list[torch.Tensor], step: int,
 #: The files of a model folder that ``export`` writes (paths relative to it): a folder that holds these
 #: and nothing else is an earlier export, which an export may replace.
 EXPORT_FILES = ("model_index.json", "training.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                "scheduler/scheduler_config.json", "prompt_encoder/config.json", "prompt_encoder/model.safetensors")
+                "scheduler/scheduler_config.json", "prompt_encoder/config.json", "prompt_encoder/model.safetensors",
+                "checksums.json")
 _EXPORT_DIRS = ("unet", "scheduler", "prompt_encoder")
 #: the exporter's own temporary folders beside ``out``: ``.<out name>.mini-export-<pid>`` (the new model)
 #: and ``...-<pid>.old`` (the export it replaces, for the moment of the swap)
 _WORK_NAME = re.compile(r"\.(?P<name>.+)\.mini-export-(?P<pid>[0-9]+)(\.old)?")
+
+
+def weights_sha256(folder: str | Path | None = None) -> str:
+    """One hash of a mini model's weights (default: the shipped model): the sha256 of its weight files'
+    own sha256s, in path order, computed from the files.  The results page carries it, so a page that
+    belongs to another model is told apart (``tests/test_evaluate.py``)."""
+    from diffnb.core.runs import file_sha256
+
+    folder = Path(folder) if folder is not None else shipped_model_dir()
+    weights = sorted(folder.rglob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"no weight files (*.safetensors) in {folder}; {_damaged_model_fix(folder)}")
+    h = hashlib.sha256()
+    for path in weights:
+        h.update(f"{path.relative_to(folder).as_posix()} {file_sha256(path)}\n".encode())
+    return h.hexdigest()
 
 
 def shipped_model_dir() -> Path:
@@ -766,7 +784,8 @@ def _clean_stale(out: Path) -> None:
 
 def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig, history,
            overwrite_shipped: bool = False) -> Path:
-    """Write the model folder: model_index.json, unet/, scheduler/, prompt_encoder/, training.json.
+    """Write the model folder: model_index.json, unet/, scheduler/, prompt_encoder/, training.json and
+    checksums.json (the sha256 of each, verified by ``load_stage1`` and ``load_mini_prompts``).
 
     ``out`` (``export_target``): a new folder, an empty one, or an earlier export, which is replaced
     atomically (the new model is written beside it in ``.<name>.mini-export-<pid>``, swapped in, and
@@ -793,6 +812,7 @@ def export(unet, encoder: PromptEncoder, out: str | Path | None, cfg: MiniConfig
             key, _, step = cfg.init_from.partition("@")
             info["started_from"] = json.loads((snapshot_dir(key, int(step)) / "training.json").read_text())
         (tmp / "training.json").write_text(json.dumps(info, indent=1))
+        record_folder(tmp)                          # checksums.json: every file's sha256, checked when loaded
         unknown = _foreign(tmp)
         if unknown:                 # a diffusers that writes more: the next export could not recognise this one
             raise RuntimeError(f"the export wrote files that diffnb.mini.model.EXPORT_FILES does not list: {unknown}; "
