@@ -6,6 +6,7 @@ test digits, and measuring errors the narrative quotes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -82,11 +83,35 @@ def epoch_losses(losses: list[float], epoch_ends: list[int]) -> list[float]:
 SHIPPED_RUNS = ("time_fm", "class_fm", "class_fm_constant_lr")
 
 
+def clean_interrupted_ship(target: Path) -> list[Path]:
+    """Tidy what a ``ship`` of ``target`` that was killed left beside it: its half-written copy
+    (``.<name>.tmp-<pid>``) is removed, and a previous copy it had moved aside (``.<name>.old-<pid>``) is
+    put back if ``target`` is missing, else removed.  Only folders of those names whose process is gone
+    are touched (a running ``ship`` keeps its own).  Returns the folders removed."""
+    from diffnb.core.runs import pid_alive
+
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?P<kind>tmp|old)-(?P<pid>[0-9]+)")
+    if not target.parent.is_dir():
+        return removed
+    for work in sorted(target.parent.iterdir()):
+        m = pattern.fullmatch(work.name)
+        if not m or not work.is_dir() or work.is_symlink() or pid_alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not target.exists():
+            os.replace(work, target)
+            continue
+        shutil.rmtree(work)
+        removed.append(work)
+    return removed
+
+
 def ship(runs=SHIPPED_RUNS, replace: bool = False, device="cpu") -> list[Path]:
     """Train the ``quick`` runs ``runs`` (or take this machine's finished runs in ``build/runs``) and write
     the pack's copies, ``data/runs/<name>-<config hash>`` (``diffnb.b.train.write_copy``: epochs 1, 5 and
     the last, the settings and loss history, checksums).  A copy that exists is kept unless ``replace``;
-    the new one is written beside it and swapped in."""
+    the new one is written beside it and swapped in; a ship that is stopped leaves nothing behind, and one
+    that was killed is tidied by the next (``clean_interrupted_ship``)."""
     from diffnb.b.train import shipped_path, train, write_copy
 
     unknown = [r for r in runs if r not in profiles.PART_B_RUNS]
@@ -99,12 +124,20 @@ def ship(runs=SHIPPED_RUNS, replace: bool = False, device="cpu") -> list[Path]:
         raise FileExistsError(f"{', '.join(map(str, kept))} exist(s); pass replace=True (--replace) to write "
                               "them again")
     for config, target in zip(configs, targets):
+        clean_interrupted_ship(target)
         result = train(config, device=device, retrain=True)          # build/runs: trains, resumes or loads
-        tmp = write_copy(result, target.with_name(f".{target.name}.tmp-{os.getpid()}"))
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            write_copy(result, tmp)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+        finally:                                     # stopped (Ctrl-C, an error): no half-written copy stays
+            if old.exists() and not target.exists():
+                os.replace(old, target)              # the previous copy back in its place
+            if tmp.exists():
+                shutil.rmtree(tmp)
         if old.exists():
             shutil.rmtree(old)                       # the pack's own previous copy, replaced as asked
         print(f"{config.name}: wrote {target} (epochs {', '.join(p.stem[6:] for p in sorted(target.glob('epoch_*')))})")

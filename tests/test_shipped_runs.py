@@ -139,3 +139,48 @@ def test_ship_writes_a_verified_copy_and_keeps_one_that_exists(empty_build, tmp_
     assert run.shipped and run.run_dir == target and len(run.epoch_ends) == 6
     with pytest.raises(ValueError, match=r"unknown Part B run\(s\) \['nope'\]"):
         part_b.ship(("nope",))
+
+
+def test_a_stopped_ship_leaves_nothing_and_a_killed_ones_leftovers_are_tidied(empty_build, tmp_path, monkeypatch):
+    """A ship stopped while it writes (Ctrl-C) removes its half-written copy and keeps the previous one; the
+    folders a killed ship left (its process gone) are removed, or the moved-aside copy put back, by the next
+    ship; a folder of a ship still running, and anything else in data/runs, is left alone."""
+    import os
+    import subprocess
+    import sys
+    from diffnb.core import paths
+    data = tmp_path / "data"
+    monkeypatch.setattr(paths, "data_dir", lambda: data)
+    monkeypatch.setattr(T, "data_dir", lambda: data)
+    tiny = T.TrainConfig(name="time_fm", objective="time_fm", num_hiddens=4, batch_size=32, lr=1e-2, epochs=2,
+                         train_limit=64, data="mnist-5k", notebook="B2.2_train_time_conditioned.ipynb")
+    monkeypatch.setattr(profiles, "part_b_config", lambda run, profile: tiny)
+    [target] = part_b.ship(("time_fm",))
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    real_write_copy = T.write_copy
+
+    def stopped(result, folder):
+        real_write_copy(result, folder)
+        raise KeyboardInterrupt                                  # after the copy is written, before the swap
+    monkeypatch.setattr(T, "write_copy", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        part_b.ship(("time_fm",), replace=True)
+    runs = data / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [target.name]               # no .tmp- folder left
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    monkeypatch.setattr(T, "write_copy", real_write_copy)
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = child.pid
+    (runs / f".{target.name}.tmp-{dead}").mkdir()                                # a killed ship's half copy
+    (runs / f".{target.name}.tmp-{dead}" / "epoch_001.safetensors").write_bytes(b"half")
+    (runs / f".{target.name}.tmp-{os.getpid()}").mkdir()                         # a ship still running
+    (runs / "notes-of-mine").mkdir()                                             # not the pack's
+    assert part_b.clean_interrupted_ship(target) == [runs / f".{target.name}.tmp-{dead}"]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        [target.name, f".{target.name}.tmp-{os.getpid()}", "notes-of-mine"])
+    (runs / f".{target.name}.tmp-{os.getpid()}").rmdir()
+    target.rename(runs / f".{target.name}.old-{dead}")                           # killed between the two renames
+    part_b.clean_interrupted_ship(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before          # the previous copy is back
