@@ -493,7 +493,9 @@ def results_sections(figures: dict) -> list[dict]:
 
 def _made(meta: dict) -> str:
     """The line saying how the page was made (Markdown inline code in backticks)."""
-    return (f"Made by `{meta['command']}` on {meta.get('date') or time.strftime('%Y-%m-%d %H:%M')}: "
+    model = (f" with the `mini` model whose weights hash to `{meta['model_sha256'][:16]}`"
+             if meta.get("model_sha256") else "")
+    return (f"Made by `{meta['command']}` on {meta.get('date') or time.strftime('%Y-%m-%d %H:%M')}{model}: "
             f"n = {meta['n']} samples per experiment, seed {meta['seed']}, device {meta['device']}, sections "
             f"{', '.join(meta['sections'])}; the judge reads clean held-out renders with digit accuracy "
             f"{meta['judge_digit']:.1%} and style accuracy {meta['judge_style']:.1%}; the run took "
@@ -547,9 +549,13 @@ def _html_row(cells: list[str], numeric: list[bool]) -> str:
                             for c, right in zip(cells, numeric)) + "</tr>\n"
 
 
-def render_html(sections: list[dict], meta: dict, folder: Path | None = None) -> str:
-    body = [f"<h1>{_esc(TITLE)}</h1>", f'<p class="lead">{_inline_html(_made(meta))}</p>',
-            f"<p>{_inline_html(INTRO)}</p>"]
+def render_html(sections: list[dict], meta: dict, folder: Path | None = None, shipped: bool = False) -> str:
+    body = [f"<h1>{_esc(TITLE)}</h1>", f'<p class="lead">{_inline_html(_made(meta))}</p>']
+    if shipped:
+        body.append('<p class="lead">These are the figures shipped with the pack (<code>data/results/</code>); '
+                    "<code>python -m diffnb.evaluate --n 20</code> measures them again on this machine and "
+                    "writes this page with its own.</p>")
+    body.append(f"<p>{_inline_html(INTRO)}</p>")
     for s in sections:
         body.append(f'<section id="s{html.escape(s["id"])}"><h2>{_esc(s["id"])} · {_esc(s["title"])}</h2>')
         if s["notebook"]:
@@ -563,26 +569,71 @@ def render_html(sections: list[dict], meta: dict, folder: Path | None = None) ->
         rows = "".join(_html_row(row, s["numeric"]) for row in s["rows"])
         body.append(f"<table><thead><tr>{head}</tr></thead><tbody>\n{rows}</tbody></table></section>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_esc(TITLE)}</title><style>{PAGE_STYLE}</style></head><body>\n"
+            f"<title>{_esc(TITLE)}</title>{SHIPPED_MARK if shipped else ''}<style>{PAGE_STYLE}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
 
 def write_results_page(figures: dict, meta: dict, folder: Path | str | None = None) -> tuple[Path, Path]:
-    """Write ``results.md`` and ``results.html`` into ``folder`` (default: the pack's ``build/pack/``, where
-    ``python -m diffnb.pack``'s front page links to it) and return their paths.
+    """Write ``results.md``, ``results.html`` and ``results.json`` (the rows and ``meta``, from which the
+    other two are made again) into ``folder`` (default: the pack's ``build/pack/``, where
+    ``python -m diffnb.pack``'s front page links to it) and return the paths of the first two.
 
     ``figures``: section -> rows (dicts with an optional ``label``, the sample count ``n`` and the figures;
     those named in ``RATES`` are shares); ``meta``: ``command, n, seed, device, sections, judge_digit,
-    judge_style, seconds`` and optionally ``date``."""
+    judge_style, seconds`` and optionally ``date`` and ``model_sha256`` (``diffnb.mini.model.weights_sha256``)."""
     from diffnb.core.paths import build_dir
 
     folder = Path(folder) if folder is not None else build_dir() / "pack"
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / RESULTS_JSON).write_text(json.dumps({"meta": meta, "figures": figures}, indent=1, default=_fmt)
+                                       + "\n", encoding="utf-8")
     sections = results_sections(figures)
     md, page = folder / "results.md", folder / "results.html"
     md.write_text(render_markdown(sections, meta), encoding="utf-8")
-    page.write_text(render_html(sections, meta, folder), encoding="utf-8")
+    page.write_text(render_html(sections, meta, folder, shipped=False), encoding="utf-8")
     return md, page
+
+
+#: the figures and meta of a results page, beside it
+RESULTS_JSON = "results.json"
+#: the marker of a page made from the shipped figures (the pack re-makes only such a page, never one a run wrote)
+SHIPPED_MARK = '<meta name="diffnb-results" content="shipped">'
+
+
+def shipped_results_dir() -> Path:
+    """``data/results``: the results page's figures as the pack ships them (``results.json``, and
+    ``results.md`` to read on a code host), made by ``python -m diffnb.evaluate --n 20 --ship``."""
+    from diffnb.core.paths import data_dir
+    return data_dir() / "results"
+
+
+def read_results(folder: Path | str | None = None) -> dict:
+    """``{"meta", "figures"}`` of a results page's ``results.json`` (default: the shipped one)."""
+    path = Path(folder or shipped_results_dir()) / RESULTS_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["meta"], data["figures"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FileNotFoundError(f"no readable results figures at {path} ({type(err).__name__}: {err}); make them "
+                                "with `python -m diffnb.evaluate --n 20 --ship` (or restore data/results from the "
+                                "repository)") from err
+    return data
+
+
+def write_shipped_page(folder: Path | str) -> Path | None:
+    """The pack's copy of the results page: ``results.html`` and ``results.md`` in ``folder`` made from the
+    shipped figures (``data/results``), unless ``folder`` holds a page that ``python -m diffnb.evaluate``
+    wrote there (that one, this machine's run, is kept).  Returns the page written, or None."""
+    folder = Path(folder)
+    page = folder / "results.html"
+    if page.exists() and SHIPPED_MARK not in page.read_text(encoding="utf-8", errors="replace"):
+        return None
+    data = read_results()
+    sections = results_sections(data["figures"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.md").write_text(render_markdown(sections, data["meta"]), encoding="utf-8")
+    page.write_text(render_html(sections, data["meta"], folder, shipped=True), encoding="utf-8")
+    return page
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -598,7 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=_out_argument, default=None, help="also write the figures as JSON here")
     parser.add_argument("--page-dir", type=_page_dir_argument, default=None,
                         help="folder for the results page, results.md and results.html (default: build/pack/)")
+    parser.add_argument("--ship", action="store_true",
+                        help="maintainers: also store the figures as the pack's shipped copy in data/results/ "
+                             "(the whole page: every section, the shipped mini model)")
     args = parser.parse_args(argv)
+    if args.ship and set(args.sections) != set(SECTIONS):
+        parser.error("--ship stores the whole page: leave out --sections")
     command = shlex.join(["python", "-m", "diffnb.evaluate", *(sys.argv[1:] if argv is None else argv)])
     begun = time.time()
 
@@ -671,11 +727,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(figures, f, indent=1, default=_fmt)
+    from diffnb.mini.model import weights_sha256
     meta = dict(command=command, n=n, seed=seed, device=str(pa.device), sections=[s for s in SECTIONS if s in sections],
                 judge_digit=judge.digit_accuracy, judge_style=judge.style_accuracy, seconds=time.time() - begun,
-                date=time.strftime("%Y-%m-%d %H:%M"))
+                date=time.strftime("%Y-%m-%d %H:%M"), model_sha256=weights_sha256())
     md, html_page = write_results_page(page, meta, args.page_dir)
     print(f"results page: {md} and {html_page}", flush=True)
+    if args.ship:
+        folder = shipped_results_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RESULTS_JSON).write_text((Path(md).parent / RESULTS_JSON).read_text(encoding="utf-8"), encoding="utf-8")
+        (folder / "results.md").write_text(md.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"shipped copy: {folder / RESULTS_JSON} and {folder / 'results.md'}", flush=True)
     return 0
 
 

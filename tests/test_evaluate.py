@@ -203,3 +203,51 @@ def test_read_anagram_needs_both_views_right():
     assert (far["far"], far["near"], far["success"]) == (1.0, 1.0, 1.0)   # smooth: read 1 from far and near
     with pytest.raises(ValueError, match="anagram prompts must name digits"):
         evaluate.read_anagram(_TopJudge(), images, "a photo", "a photo of the digit 0")
+
+
+# ------------------------------------------------------------------------------ the shipped results page
+def test_the_shipped_results_belong_to_the_shipped_mini_model_and_the_current_profile():
+    """``data/results`` (``python -m diffnb.evaluate --n 20 --ship``) was measured on the mini model that ships
+    now: the hash of its weights on the page is the one computed from data/models/mini-if, and the illusion
+    pairs on it are the quick profile's. Retraining mini, or changing the pairs, fails here until it is re-made."""
+    from diffnb.mini.model import weights_sha256
+    from diffnb.profiles import part_a_settings
+
+    data = evaluate.read_results()
+    meta, figures = data["meta"], data["figures"]
+    assert meta["model_sha256"] == weights_sha256(), (
+        "data/results was measured on another mini model; re-make it: python -m diffnb.evaluate --n 20 --ship")
+    assert meta["sections"] == list(evaluate.SECTIONS) and meta["n"] >= 20
+    prompts = part_a_settings("quick")["prompts"]
+    assert [r["label"] for r in figures["1.8"]] == [f"{a} / {b}" for a, b in prompts["pairs"]]
+    assert [r["label"] for r in figures["1.9"]] == [f"{a} / {b}" for a, b in prompts["hybrid_pairs"]]
+    # the Markdown copy shipped beside it is the page these figures make with today's code
+    shipped_md = (evaluate.shipped_results_dir() / "results.md").read_text(encoding="utf-8")
+    assert shipped_md == evaluate.render_markdown(evaluate.results_sections(figures), meta)
+    assert meta["model_sha256"][:16] in shipped_md
+
+
+def test_the_pack_writes_the_shipped_page_and_keeps_a_page_a_run_wrote(tmp_path):
+    page = evaluate.write_shipped_page(tmp_path)
+    text = page.read_text(encoding="utf-8")
+    assert evaluate.SHIPPED_MARK in text and evaluate.read_results()["meta"]["model_sha256"][:16] in text
+    assert "data/results/" in text and (tmp_path / "results.md").is_file()
+    assert evaluate.write_shipped_page(tmp_path) == page                      # its own page: made again
+    mine = tmp_path / "mine"
+    evaluate.write_results_page(FIGURES, META, mine)                         # this machine's run
+    before = (mine / "results.html").read_text(encoding="utf-8")
+    assert evaluate.write_shipped_page(mine) is None
+    assert (mine / "results.html").read_text(encoding="utf-8") == before
+    assert json.loads((mine / evaluate.RESULTS_JSON).read_text())["figures"]["1.8"][0]["success"] == 0.65
+
+
+def test_a_missing_shipped_copy_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate, "shipped_results_dir", lambda: tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match=r"python -m diffnb.evaluate --n 20 --ship"):
+        evaluate.write_shipped_page(tmp_path / "out")
+
+
+def test_ship_needs_every_section(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--n", "2", "--sections", "1.8", "--ship"])
+    assert "--ship stores the whole page: leave out --sections" in capsys.readouterr().err
