@@ -137,20 +137,81 @@ def _clean_for_commit(nb: dict) -> dict:
     return nb
 
 
+def kernel_manager_class():
+    """The kernel manager papermill starts each notebook's kernel with: jupyter_client's, talking to
+    the kernel over local (``ipc``) sockets where the system has them.  Over TCP, ipykernel warns on
+    every start that the connection is not encrypted; a local socket in the user's runtime folder is
+    reachable by this user only, so there is nothing to warn about (and nothing is filtered).  On
+    Windows, which has no ipc transport, the default (TCP on 127.0.0.1) stays."""
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    if os.name == "nt":
+        return AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _local_transport(self):
+            return "ipc"
+
+    return LocalKernelManager
+
+
 def run_notebook(src: Path, out: Path, params: dict, timeout: int | None = None) -> float:
     import papermill as pm
 
     t0 = time.perf_counter()
     pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL, cwd=str(src.parent),
-                        progress_bar=False, execution_timeout=timeout)
+                        progress_bar=False, execution_timeout=timeout, kernel_manager_class=kernel_manager_class())
     return time.perf_counter() - t0
 
 
+#: ``$$...$$`` or ``$...$`` in Markdown (a ``$`` escaped as ``\$`` is not math), and the code (fenced blocks,
+#: backtick spans) that is never math
+_MATH = re.compile(r"(?<!\\)\$\$(.+?)\$\$|(?<![\\$])\$(?!\s)([^$\n]+?)(?<!\s)\$", re.S)
+_CODE = re.compile(r"(^```.*?^```|`[^`\n]*`)", re.S | re.M)
+#: characters of a formula's text that Markdown would read as markup, written as character references
+_MARKUP = {c: f"&#{ord(c)};" for c in "*_\\`[]$~|"}
+
+
+def markdown_with_mathml(text: str) -> str:
+    """Markdown ``text`` with every formula (``$...$`` inline, ``$$...$$`` displayed) written as MathML by
+    ``latex2mathml``, which a browser draws with no script and no network; code is left alone.  The
+    MathML's text is escaped against Markdown (``_``, ``*`` ... as character references) so the page's
+    Markdown renderer passes it through as it is.  A formula ``latex2mathml`` cannot read raises
+    ``ValueError`` naming it (``tests/test_pack.py`` converts every notebook's formulas)."""
+    from latex2mathml.converter import convert
+
+    def mathml(m: re.Match) -> str:
+        tex, display = (m.group(1), True) if m.group(1) is not None else (m.group(2), False)
+        try:
+            out = convert(tex.strip(), display="block" if display else "inline")
+        except Exception as err:                       # noqa: BLE001 - the parser raises many kinds
+            raise ValueError(f"latex2mathml cannot convert the formula ${tex}$ ({type(err).__name__}: {err}); "
+                             "write it with commands latex2mathml knows") from err
+        unknown = re.search(r">[^<]*(\\[A-Za-z]+)", out)        # a command it does not know comes out as text
+        if unknown:
+            raise ValueError(f"latex2mathml does not know {unknown.group(1)} in the formula ${tex}$; write it "
+                             "with commands latex2mathml knows")
+        out = re.sub(r">([^<]+)<", lambda t: ">" + "".join(_MARKUP.get(c, c) for c in t.group(1)) + "<", out)
+        return out.replace("\n", "")
+
+    pieces = _CODE.split(text)
+    return "".join(p if i % 2 else _MATH.sub(mathml, p) for i, p in enumerate(pieces))
+
+
 def to_html(nb_path: Path, html_path: Path) -> None:
+    """The HTML page of an executed notebook, readable offline: its formulas as MathML
+    (``markdown_with_mathml``) and nothing loaded from the network (``diffnb/templates/offline.html.j2``)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(nb_path), as_version=4))
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = markdown_with_mathml(cell.source)
+    exporter = HTMLExporter(template_file=str(Path(__file__).parent / "templates" / "offline.html.j2"))
+    body, _ = exporter.from_notebook_node(nb)
     html_path.write_text(body, encoding="utf-8")
 
 
@@ -349,7 +410,7 @@ def write_index(rows: list[dict], path: Path, params: dict, stored: bool = False
     if (path.parent / "results.html").exists():
         results = 'Part A measured, method by method: <a href="results.html">the results page</a>.'
     else:
-        results = ("Part A's results page (<code>results.html</code>) is not here yet: "
+        results = ("Part A's results page (<code>results.html</code>) is not here: "
                    "<code>python -m diffnb.evaluate --n 20</code> writes it.")
     path.write_text(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>diffnb course pack</title>"
@@ -370,6 +431,17 @@ def _edition_line(path: Path) -> str:
         return (f'{what}: <a href="../exercises/">build/exercises/</a> (open it with '
                 "<code>jupyter lab build/exercises/</code>).")
     return f"{what}: <code>python -m diffnb.exercises build</code> writes it to <code>build/exercises/</code>."
+
+
+def results_page(out: Path) -> None:
+    """Part A's results page beside the front page: made from the figures shipped in ``data/results``
+    (``diffnb.evaluate.write_shipped_page``), unless this machine's ``python -m diffnb.evaluate`` wrote
+    one there; a missing or damaged shipped copy is said in one line, and the pack goes on."""
+    from diffnb import evaluate
+    try:
+        evaluate.write_shipped_page(out)
+    except FileNotFoundError as err:
+        print(f"no results page: {err}", flush=True)
 
 
 def _stored_row(src: Path) -> dict:
@@ -413,11 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.index_only:
         rows = [_stored_row(src) for src in books]
         out.mkdir(parents=True, exist_ok=True)
+        results_page(out)
         write_index(rows, out / "index.html", {}, stored=True)
         print(f"front page of {len(rows)} stored notebooks: {out / 'index.html'}")
         return 0 if all(r["ok"] for r in rows) else 1
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     (out / "html").mkdir(parents=True, exist_ok=True)
+    results_page(out)
 
     everything = list_notebooks()
 

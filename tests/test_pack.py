@@ -246,3 +246,62 @@ def test_index_only_writes_the_front_page_from_the_stored_notebooks(tmp_path, mo
     assert list(_cards((tmp_path / "b2" / "index.html").read_text())) == [p.stem for p in books if "B2" in p.name]
     with pytest.raises(SystemExit):
         pack.main(["--index-only", "-p", "profile", "seed", "--out", str(tmp_path)])
+
+
+# ------------------------------------------------------------------------------ what a newcomer reads
+def test_the_pack_prints_only_what_it_means_to_say(tiny_pack, capfd):
+    """No kernel warning: each kernel talks over local sockets (ipc), so ipykernel has no unencrypted TCP
+    port to warn about; everything on stdout and stderr is the pack's own progress."""
+    import os
+    if os.name != "nt":
+        assert pack.kernel_manager_class()().transport == "ipc"
+    pack.main(["--out", str(tiny_pack / "out"), "--only", "A1_ok"])
+    out, err = capfd.readouterr()
+    assert "WARNING" not in out + err and "encryption" not in out + err, out + err
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert all(line.startswith(("[1/1] A1_ok.ipynb", "      done in ", "1 of 1 notebooks ran")) for line in lines), lines
+
+
+def test_markdown_math_becomes_mathml_and_code_stays_as_it_is():
+    text = ("The mean $\\bar\\alpha_t$ and $x_0 * 2$ here, `code $x$ stays`, a price of \\$5, and\n\n"
+            "$$\\varepsilon = \\tfrac12\\Big(a + b\\Big)$$\n\n```python\nx = '$y$'\n```\n")
+    out = pack.markdown_with_mathml(text)
+    assert out.count("<math") == 3 and 'display="block"' in out
+    assert "`code $x$ stays`" in out and "x = '$y$'" in out and "\\$5" in out      # code and \$ untouched
+    assert "&#95;" not in out.split("<math")[0] and "*" not in out.split("`")[0].split("The mean")[1]
+    with pytest.raises(ValueError, match=r"latex2mathml cannot convert the formula \$x\^\$"):
+        pack.markdown_with_mathml("broken $x^$ here")
+    with pytest.raises(ValueError, match=r"latex2mathml does not know \\unknowncmd in the formula"):
+        pack.markdown_with_mathml("unknown $\\unknowncmd x$ here")
+
+
+def _markdown_blocks(page: str) -> list[str]:
+    """The text of each rendered Markdown cell of an nbconvert page, its MathML taken out."""
+    import re
+    blocks = re.findall(r'<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown jp-MarkdownOutput[^"]*"[^>]*>(.*?)</div>',
+                        page, re.S)
+    return [re.sub(r"<math.*?</math>", "", b, flags=re.S) for b in blocks]
+
+
+@pytest.mark.parametrize("name", ["A1.8_visual_anagrams", "B2.1_time_conditioning"])
+def test_html_pages_draw_their_math_with_no_network(tmp_path, name):
+    """The page of a stored notebook: every formula of its Markdown is MathML, no raw $...$ is left for a
+    script to find, and nothing is loaded from the network (no MathJax, no require.js)."""
+    import re
+    page_path = tmp_path / f"{name}.html"
+    pack.to_html(pack.notebook_dir() / f"{name}.ipynb", page_path)
+    page = page_path.read_text(encoding="utf-8")
+    blocks = _markdown_blocks(page)
+    assert blocks and page.count("<math") >= 5
+    for block in blocks:
+        text = re.sub(r"<code>.*?</code>|<pre>.*?</pre>", "", block, flags=re.S)
+        assert not re.search(r"\$[^$\s][^$]*\$", text), text[:300]
+    assert not re.search(r"<script[^>]+src=\"https?:", page)
+    assert "mathjax" not in page.lower()
+
+
+def test_every_notebooks_formulas_convert():
+    for path in pack.list_notebooks():
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] == "markdown":
+                pack.markdown_with_mathml("".join(cell["source"]))      # raises, naming the formula, if one fails
