@@ -8,8 +8,9 @@ Every parameter a notebook's ``parameters`` cell has (Part A's and Part B's) is 
 ``NOTEBOOK_PARAMETERS`` with the kind of value it takes; ``check_parameter`` /
 ``check_notebook_parameters`` refuse a value of the wrong kind (papermill's ``-p pairs 3``, a string
 where a list is expected, ``guidance_scale="seven"``, NaN) with the parameter's name, before anything
-is printed or loaded.  ``part_a_settings``, ``part_b_config``, ``part_b_sampling``,
-``diffnb.part_b.setup`` and ``python -m diffnb.pack`` run these checks.
+is printed or loaded.  Every notebook's setup cell calls ``check_parameters`` with all of its
+parameters (so papermill alone gets the same errors); ``part_a_settings``, ``part_b_config``,
+``part_b_sampling``, ``diffnb.part_b.setup`` and ``python -m diffnb.pack`` run these checks too.
 """
 from __future__ import annotations
 
@@ -148,6 +149,18 @@ def check_notebook_parameters(params: dict) -> None:
     """``check_parameter`` for each ``name: value`` of ``params`` (e.g. papermill's ``-p`` values)."""
     for name, value in params.items():
         check_parameter(name, value)
+
+
+def check_parameters(**params) -> None:
+    """A notebook's setup cell: every parameter of its ``parameters`` cell, by name, checked as
+    ``python -m diffnb.pack`` checks ``-p`` values, so a run through papermill alone (``-p pairs 3``)
+    stops here with the parameter's name and an example, not deep inside a lesson's cell.  Every name
+    must have a rule in ``NOTEBOOK_PARAMETERS`` (a notebook's new parameter needs one)."""
+    unknown = sorted(set(params) - set(NOTEBOOK_PARAMETERS))
+    if unknown:
+        raise ValueError(f"no rule for the notebook parameter(s) {unknown} in diffnb.profiles.NOTEBOOK_PARAMETERS; "
+                         "add one there (what it takes and an example) before the notebook uses it")
+    check_notebook_parameters(params)
 
 
 def _check_inputs_dict(name: str, value, profile_value: dict) -> None:

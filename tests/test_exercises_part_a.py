@@ -22,13 +22,13 @@ USES_REFERENCE = {
     "one_step_denoise": "from diffnb.a import denoise\n"
                         "return denoise.one_step_denoise(stage1, im_noisy, t, prompt_embeds)",
     "one_step_denoise/predict_x0": "from diffnb.a import denoise\n"
-                                   "eps, _ = ddpm.estimate_noise(stage1, im_noisy, t, prompt_embeds)\n"
+                                   "eps, _ = denoise.estimate_noise(stage1, im_noisy, t, prompt_embeds)\n"
                                    "return denoise.predict_x0(im_noisy, eps, t, stage1)",
-    "ddpm_step": "return ddpm.ddpm_step(x_t, eps, variance, t, prev_t, stage1, generator)",
-    "iterative_denoise": "return ddpm.iterative_denoise(im_noisy, i_start, stage1, prompt_embeds, timesteps, "
+    "ddpm_step": "return denoise.ddpm_step(x_t, eps, variance, t, prev_t, stage1, generator)",
+    "iterative_denoise": "return denoise.iterative_denoise(im_noisy, i_start, stage1, prompt_embeds, timesteps, "
                          "generator)",
-    "iterative_denoise/denoise_loop": "return ddpm.denoise_loop(im_noisy, timesteps, i_start, stage1, "
-                                      "ddpm.plain_estimator(stage1, prompt_embeds), generator)",
+    "iterative_denoise/denoise_loop": "return denoise.denoise_loop(im_noisy, timesteps, i_start, stage1, "
+                                      "denoise.plain_estimator(stage1, prompt_embeds), generator)",
 }
 
 
@@ -105,17 +105,17 @@ MISTAKES = [
     ("ddpm_step", "the posterior coefficients swapped",
      [(MEAN, "alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x0_hat + abar_prev.sqrt() * beta / (1 - abar) * x_t")],
      "your posterior mean has its two coefficients swapped"),
-    ("ddpm_step", "no clipping", [(f"ddpm.clip_x0({X0_HAT}, stage1)", X0_HAT)],
-     "your x̂₀ is not clipped: pass it through ddpm.clip_x0"),
-    ("ddpm_step", "clamped instead of thresholded", [(f"ddpm.clip_x0({X0_HAT}, stage1)", f"({X0_HAT}).clamp(-1, 1)")],
+    ("ddpm_step", "no clipping", [(f"denoise.clip_x0({X0_HAT}, stage1)", X0_HAT)],
+     "your x̂₀ is not clipped: pass it through denoise.clip_x0"),
+    ("ddpm_step", "clamped instead of thresholded", [(f"denoise.clip_x0({X0_HAT}, stage1)", f"({X0_HAT}).clamp(-1, 1)")],
      "you clamped x̂₀ to [-1, 1]; IF's scheduler asks for dynamic thresholding"),
     ("ddpm_step", "the variance not added",
-     [("return ddpm.add_variance(variance, t, mean, stage1, generator, prev_t=prev_t)", "return mean")],
+     [("return denoise.add_variance(variance, t, mean, stage1, generator, prev_t=prev_t)", "return mean")],
      "your x_{t'} is the posterior mean μ̃ alone"),
     ("ddpm_step", "ᾱ_t' read at t − 1", [("alphas_cumprod[[t, prev_t]]", "alphas_cumprod[[t, t - 1]]")],
      "you read ᾱ_t' at t − 1 = 689; this step goes to prev_t = 660"),
     ("ddpm_step", "the generator not passed on", [("stage1, generator, prev_t=prev_t)", "stage1, prev_t=prev_t)")],
-     "pass generator to ddpm.add_variance"),
+     "pass generator to denoise.add_variance"),
     ("ddpm_step", "add_variance without prev_t", [(", prev_t=prev_t)", ")")],
      "your noise σ_t z is that of the step 540 → 510 (add_variance's default)"),
     ("iterative_denoise", "stops one step early", [(LOOP, "range(i_start, len(timesteps) - 2)")],

@@ -301,16 +301,16 @@ def ddpm_step_hints(probe, where, x_t, eps, var, t, prev_t, stage1, seed, expect
     course = list(range(990, -1, -30))
     mistakes = [
         (dict(noise=False), "your x_{t'} is the posterior mean μ̃ alone: add the learned noise σ_t z with "
-                            "ddpm.add_variance(variance, t, mean, stage1, generator, prev_t=prev_t)"),
+                            "denoise.add_variance(variance, t, mean, stage1, generator, prev_t=prev_t)"),
         (dict(alpha_one=True), f"your step takes α_t = scheduler.alphas[{t}] (one step of the 1000); this step "
                                f"jumps {t} → {prev_t}, so α_t = ᾱ_t / ᾱ_t' = alphas_cumprod[{t}] / "
                                f"alphas_cumprod[{prev_t}]"),
         (dict(swap=True), "your posterior mean has its two coefficients swapped: √ᾱ_t' β_t / (1−ᾱ_t) weighs x̂₀ "
                           "and √α_t (1−ᾱ_t') / (1−ᾱ_t) weighs x_t"),
-        (dict(clip="none"), "your x̂₀ is not clipped: pass it through ddpm.clip_x0(x0_hat, stage1) before the "
+        (dict(clip="none"), "your x̂₀ is not clipped: pass it through denoise.clip_x0(x0_hat, stage1) before the "
                             "posterior mean, as IF's scheduler asks"),
         (dict(clip="clamp"), "you clamped x̂₀ to [-1, 1]; IF's scheduler asks for dynamic thresholding: use "
-                             "ddpm.clip_x0(x0_hat, stage1)"),
+                             "denoise.clip_x0(x0_hat, stage1)"),
         (dict(abar_prev_at=t - 1), f"you read ᾱ_t' at t − 1 = {t - 1}; this step goes to prev_t = {prev_t}: read "
                                    "alphas_cumprod[prev_t]"),
         (dict(abar_prev_at=t - 1, var_prev_t=t - 1), f"you read ᾱ_t' at t − 1 = {t - 1}; this step goes to prev_t = "
@@ -318,12 +318,12 @@ def ddpm_step_hints(probe, where, x_t, eps, var, t, prev_t, stage1, seed, expect
     ]
     if t in course[:-1] and course[course.index(t) + 1] != prev_t:
         mistakes.append((dict(default_variance=True), f"your noise σ_t z is that of the step {t} → {t - 30} "
-                                                "(add_variance's default): pass prev_t=prev_t to ddpm.add_variance"))
+                                                "(add_variance's default): pass prev_t=prev_t to denoise.add_variance"))
 
     def hint(out):
         if not torch.equal(out, probe.call(where, x_t, eps, var, t, prev_t, stage1, fixtures.generator(seed))):
             return ("your step gives another x_{t'} each time it runs with the same generator seed: pass "
-                    "generator to ddpm.add_variance, so that it draws the noise z from it")
+                    "generator to denoise.add_variance, so that it draws the noise z from it")
         for kw, msg in mistakes:
             if _same(out, _step_variant(*args, **kw)):
                 return msg
