@@ -72,9 +72,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LAB_SETTINGS = {
     # every cell attached to the page, whatever JupyterLab's default windowing becomes
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    # no "get notified about Jupyter news?" toast over the screenshots, no request to the web
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                         "checkForUpdates": False},
+    # (no news setting here: the pack's own defaults, jupyter-settings/overrides.d/diffnb.json, answer
+    # JupyterLab's "get notified about Jupyter news?" question; a test checks the question is not asked)
 }
 
 
@@ -332,8 +331,45 @@ def test_opening_a_notebook_leaves_it_unmodified(lab, browser):
         hint = (f" (its stored language_info.version is {stored.get('version')!r} and the kernel runs Python "
                 f"{here}: JupyterLab rewrites the metadata on opening)" if stored.get("version") != here else "")
         assert not dirty, f"opening {name} marked it modified{hint}"
+        toasts = page.locator(".Toastify__toast").all_inner_texts()
+        assert not [t for t in toasts if "news" in t.lower()], (
+            f"JupyterLab asks about Jupyter news ({toasts}): the pack's settings (jupyter-settings/overrides.d/"
+            "diffnb.json, installed by requirements.txt) should answer it; reinstall them with "
+            "`pip install ./jupyter-settings`")
     finally:
         close_notebook(lab, page, name)
+
+
+def test_an_html_page_of_the_pack_reads_offline(browser, tmp_path):
+    """A notebook's HTML page as ``python -m diffnb.pack`` writes it, opened from disk with every network
+    request refused: its formulas are drawn (MathML elements with a size), no ``$...$`` is left in its
+    prose, and the page asked the network for nothing (screenshot: ``build/browser/html_A1.8.png``)."""
+    from diffnb import pack
+    html_page = tmp_path / "A1.8_visual_anagrams.html"
+    pack.to_html(NOTEBOOK_DIR / "A1.8_visual_anagrams.ipynb", html_page)
+    page = browser.new_page()
+    asked = []
+
+    def refuse(route):
+        asked.append(route.request.url)
+        route.abort()
+    page.route(re.compile(r"^https?://"), refuse)
+    try:
+        page.goto(html_page.as_uri(), wait_until="load")
+        page.wait_for_timeout(500)
+        drawn = page.evaluate("""() => [...document.querySelectorAll('.jp-RenderedMarkdown math')].map(m => {
+          const r = m.getBoundingClientRect(); return [r.width, r.height, m.getAttribute('display')]; })""")
+        prose = page.evaluate("""() => [...document.querySelectorAll('.jp-RenderedMarkdown')].map(d => {
+          const c = d.cloneNode(true); c.querySelectorAll('code, pre, math').forEach(e => e.remove());
+          return c.innerText; }).join('\\n')""")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "html_A1.8.png"))
+    finally:
+        page.close()
+    assert asked == [], f"the page asked the network for {asked}"
+    assert len(drawn) >= 5 and any(d == "block" for _, _, d in drawn)
+    assert all(w > 0 and h > 0 for w, h, _ in drawn), drawn
+    assert not re.search(r"\$[^$\s][^$]*\$", prose), prose[:500]
 
 
 def test_a_learner_writes_forward_and_its_check_passes(lab, browser):
