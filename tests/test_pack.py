@@ -298,6 +298,7 @@ def test_html_pages_draw_their_math_with_no_network(tmp_path, name):
         assert not re.search(r"\$[^$\s][^$]*\$", text), text[:300]
     assert not re.search(r"<script[^>]+src=\"https?:", page)
     assert "mathjax" not in page.lower()
+    assert "No description has been provided" not in page and 'alt="A figure drawn by the code cell above' in page
 
 
 def test_every_notebooks_formulas_convert():
