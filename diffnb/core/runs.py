@@ -146,9 +146,10 @@ def verify_folder(folder: str | Path, fix: str) -> bool:
     for rel, want in sorted(manifest.items()):
         path = folder / rel
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing (it is recorded in {folder / MANIFEST}); {fix}", path)
+            raise CheckpointError(f"the model file {path} is missing (it is recorded in {folder / MANIFEST}); {fix}",
+                                  path)
         if _sha256(path) != want:
-            raise CheckpointError(f"{path} is damaged: its sha256 does not match the one recorded in "
+            raise CheckpointError(f"the model file {path} is damaged: its sha256 does not match the one recorded in "
                                   f"{folder / MANIFEST} ({path.stat().st_size} bytes now; altered or truncated); "
                                   f"{fix}", path)
     extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
