@@ -33,6 +33,12 @@ _LAZY = {
     "blur_denoise": "a.denoise", "estimate_noise": "a.denoise", "sample_cfg": "a.denoise", "pure_noise": "a.denoise",
     "make_flip_illusion": "a.views", "make_anagram": "a.views", "make_hybrids": "a.views",
     "FlipView": "a.views", "IdentityView": "a.views", "NegateView": "a.views",
+    "Rotate90CWView": "a.views", "Rotate90CCWView": "a.views", "SkewView": "a.views", "JigsawView": "a.views",
+    "PatchPermuteView": "a.views", "PixelPermuteView": "a.views", "InnerCircleView": "a.views",
+    "SquareHingeView": "a.views", "RotateBilinearFailureView": "a.views", "BlurFailureView": "a.views",
+    "ScaleFailureView": "a.views", "orthogonality": "a.views",
+    "make_factorized": "a.decompositions", "LowHigh": "a.decompositions", "ThreeBands": "a.decompositions",
+    "GrayColor": "a.decompositions", "MotionBlur": "a.decompositions",
     "load_image": "a.images", "to_display": "a.images", "load_mask": "a.images", "rectangle_mask": "a.images",
     "ellipse_mask": "a.images",
 }

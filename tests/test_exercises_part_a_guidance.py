@@ -27,11 +27,11 @@ def test_the_catalogue_holds_these_exercises_in_course_order():
 
 USES_REFERENCE = {
     "cfg_combine": "from diffnb.a.denoise import cfg_combine as f\nreturn f(eps_uncond, eps_cond, scale)",
-    "iterative_denoise_cfg": "return ddpm.iterative_denoise_cfg(im_noisy, i_start, stage1, cond_embeds, "
+    "iterative_denoise_cfg": "return denoise.iterative_denoise_cfg(im_noisy, i_start, stage1, cond_embeds, "
                              "uncond_embeds, timesteps, scale, generator)",
-    "iterative_denoise_cfg/sample_cfg": "return ddpm.denoise_loop(im_noisy, timesteps, i_start, stage1, "
-                                        "ddpm.cfg_estimator(stage1, cond_embeds, uncond_embeds, scale), generator)",
-    "sdedit": "return ddpm.sdedit(im, i_starts, stage1, cond_embeds, uncond_embeds, timesteps, scale, generator)",
+    "iterative_denoise_cfg/sample_cfg": "return denoise.denoise_loop(im_noisy, timesteps, i_start, stage1, "
+                                        "denoise.cfg_estimator(stage1, cond_embeds, uncond_embeds, scale), generator)",
+    "sdedit": "return denoise.sdedit(im, i_starts, stage1, cond_embeds, uncond_embeds, timesteps, scale, generator)",
     "inpaint_project": "return reference_inpaint_project(x_prev, prev_t, original, mask, stage1, generator)",
     "make_flip_illusion": "from diffnb.a import views\n"
                           "return views.anagram_estimator(stage1, [views.IdentityView(), views.FlipView()], "
@@ -39,13 +39,16 @@ USES_REFERENCE = {
     "make_hybrids": "from diffnb.a import views\n"
                     "return views.hybrid_estimator(stage1, prompt_low, prompt_high, uncond, scale, kernel_size, "
                     "sigma)(x_t, t)",
+    "make_hybrids/factorized": "from diffnb.a import decompositions\n"
+                               "return decompositions.factorized_estimator(stage1, decompositions.LowHigh(kernel_size, "
+                               "sigma), [prompt_low, prompt_high], uncond, scale)(x_t, t)",
 }
 
 
 @pytest.mark.parametrize("case", USES_REFERENCE)
 def test_calling_diffnb_s_own_function_is_refused(case):
     name = case.split("/")[0]
-    imports = [("from diffnb.a import denoise as ddpm", "from diffnb.a import denoise as ddpm\n"
+    imports = [("from diffnb.a import denoise", "from diffnb.a import denoise\n"
                 "from diffnb.exercises.part_a_guidance import reference_inpaint_project")] \
         if name == "inpaint_project" else []          # the projection's reference is the exercise module's
     result = evaluate(catalog.get(name), learner(name, imports, body=USES_REFERENCE[case]))
@@ -60,11 +63,11 @@ def test_importing_the_reference_by_name_is_refused():
 
 
 LOOP = "range(i_start, len(timesteps) - 1)"
-UNCOND = "eps_u, _ = ddpm.estimate_noise(stage1, x, t, uncond_embeds)"
-COND = "eps_c, variance = ddpm.estimate_noise(stage1, x, t, cond_embeds)"
-FORWARD = "ddpm.forward(im, timesteps[i_start], stage1, generator)"
-DENOISE = "ddpm.iterative_denoise_cfg(x_t, i_start, stage1, cond_embeds, uncond_embeds, timesteps, scale,"
-KNOWN = "known = original if prev_t == 0 else ddpm.forward(original, prev_t, stage1, generator)"
+UNCOND = "eps_u, _ = denoise.estimate_noise(stage1, x, t, uncond_embeds)"
+COND = "eps_c, variance = denoise.estimate_noise(stage1, x, t, cond_embeds)"
+FORWARD = "denoise.forward(im, timesteps[i_start], stage1, generator)"
+DENOISE = "denoise.iterative_denoise_cfg(x_t, i_start, stage1, cond_embeds, uncond_embeds, timesteps, scale,"
+KNOWN = "known = original if prev_t == 0 else denoise.forward(original, prev_t, stage1, generator)"
 RUN4 = "[uncond, prompt1, uncond, prompt2]"
 
 #: (exercise, what the mistake is, edits of the notebook's solution, words the diagnosis must contain)
@@ -87,8 +90,8 @@ MISTAKES = [
                                       "eps_uncond + 7.0 * (eps_cond - eps_uncond)")],
      "you used γ = 7 whatever the scale"),
     ("iterative_denoise_cfg", "the unconditional variance",
-     [(UNCOND, "eps_u, variance = ddpm.estimate_noise(stage1, x, t, uncond_embeds)"),
-      (COND, "eps_c, _ = ddpm.estimate_noise(stage1, x, t, cond_embeds)")],
+     [(UNCOND, "eps_u, variance = denoise.estimate_noise(stage1, x, t, uncond_embeds)"),
+      (COND, "eps_c, _ = denoise.estimate_noise(stage1, x, t, cond_embeds)")],
      "unconditional branch's variance"),
     ("iterative_denoise_cfg", "the scale ignored",
      [("cfg_combine(eps_u, eps_c, scale)", "cfg_combine(eps_u, eps_c, 7.0)")],
@@ -109,9 +112,9 @@ MISTAKES = [
     ("sdedit", "denoised from index 0", [(DENOISE, DENOISE.replace("x_t, i_start,", "x_t, 0,"))],
      "you denoised from index 0 (t = 990) an image noised to timesteps[1] = 660"),
     ("sdedit", "not noised", [(FORWARD, "im")], "you forgot to noise the image"),
-    ("sdedit", "noised to the index", [(FORWARD, "ddpm.forward(im, i_start, stage1, generator)")],
+    ("sdedit", "noised to the index", [(FORWARD, "denoise.forward(im, i_start, stage1, generator)")],
      "you noised the image to t = 1 (the index) instead of t = timesteps[1] = 660"),
-    ("sdedit", "noised to the next entry", [(FORWARD, "ddpm.forward(im, timesteps[i_start + 1], stage1, generator)")],
+    ("sdedit", "noised to the next entry", [(FORWARD, "denoise.forward(im, timesteps[i_start + 1], stage1, generator)")],
      "you noised the image to t = timesteps[2] = 330 (the next entry)"),
     ("sdedit", "all the noise drawn first",
      [("    for i_start in i_starts:\n        x_t = " + FORWARD,
@@ -120,21 +123,21 @@ MISTAKES = [
      "you drew the noise for every start index first"),
     ("sdedit", "the scale left out",
      [(DENOISE + "\n                                                generator)",
-       "ddpm.iterative_denoise_cfg(x_t, i_start, stage1, cond_embeds, uncond_embeds, timesteps, generator=generator)")],
+       "denoise.iterative_denoise_cfg(x_t, i_start, stage1, cond_embeds, uncond_embeds, timesteps, generator=generator)")],
      "your edits ran with γ = 7, not the scale 3"),
     ("sdedit", "one tensor instead of a list",
      [("return edits", "return torch.cat(edits)"),
-      ("from diffnb.a import denoise as ddpm", "import torch\nfrom diffnb.a import denoise as ddpm")],
+      ("from diffnb.a import denoise", "import torch\nfrom diffnb.a import denoise")],
      "return a list with one (N, C, H, W) edit per start index"),
     ("inpaint_project", "the mask inverted",
      [("return mask * x_prev + (1 - mask) * known", "return (1 - mask) * x_prev + mask * known")],
      "your mask is inverted"),
     ("inpaint_project", "the original not noised", [(KNOWN, "known = original")],
      "outside the mask your result is the clean original at t' = 660"),
-    ("inpaint_project", "noised at t' = 0 too", [(KNOWN, "known = ddpm.forward(original, prev_t, stage1, generator)")],
+    ("inpaint_project", "noised at t' = 0 too", [(KNOWN, "known = denoise.forward(original, prev_t, stage1, generator)")],
      "at t' = 0 (the last step) the kept pixels must be the original itself"),
     ("inpaint_project", "noised at the step's t instead of t'",
-     [(KNOWN, KNOWN.replace("ddpm.forward(original, prev_t,", "ddpm.forward(original, prev_t + 30,"))],
+     [(KNOWN, KNOWN.replace("denoise.forward(original, prev_t,", "denoise.forward(original, prev_t + 30,"))],
      "outside the mask your result is the original noised to t ≈ 690"),
     ("inpaint_project", "the noise not from the generator",
      [(KNOWN, KNOWN.replace("stage1, generator)", "stage1)"))],

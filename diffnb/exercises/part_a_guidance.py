@@ -524,7 +524,9 @@ def reference_hybrid_estimate(stage1, x_t, t, prompt_low, prompt_high, uncond, s
 
 def _forbidden_hybrid():
     views = _views()
-    return [views.hybrid_estimator, views.make_hybrids, reference_hybrid_estimate]
+    from diffnb.a import decompositions
+    return [views.hybrid_estimator, views.make_hybrids, decompositions.factorized_estimator,
+            decompositions.make_factorized, reference_hybrid_estimate]
 
 
 def _hybrid_hints(s, x, t, low, high, u, scale, kernel_size, sigma):
