@@ -540,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             nb = json.loads(dest.read_text(encoding="utf-8"))
             src.write_text(json.dumps(_clean_for_commit(nb), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
+    results_page(out)                             # again: now it links the notebooks' pages written above
     print(f"\n{len(books) - failed} of {len(books)} notebooks ran; index: {out / 'index.html'}")
     return 1 if failed else 0
 

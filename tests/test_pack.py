@@ -257,6 +257,8 @@ def test_the_pack_prints_only_what_it_means_to_say(tiny_pack, capfd):
         assert pack.kernel_manager_class()().transport == "ipc"
     pack.main(["--out", str(tiny_pack / "out"), "--only", "A1_ok"])
     out, err = capfd.readouterr()
+    assert (tiny_pack / "out" / "results.html").is_file()            # the shipped results page, beside the index
+    assert 'href="results.html"' in (tiny_pack / "out" / "index.html").read_text()
     assert "WARNING" not in out + err and "encryption" not in out + err, out + err
     lines = [line for line in (out + err).splitlines() if line.strip()]
     assert all(line.startswith(("[1/1] A1_ok.ipynb", "      done in ", "1 of 1 notebooks ran")) for line in lines), lines
