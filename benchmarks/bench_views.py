@@ -27,7 +27,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -37,6 +36,7 @@ from diffnb.a.decompositions import LowHigh, ThreeBands, make_factorized  # noqa
 from diffnb.a.denoise import sample_cfg, strided_timesteps  # noqa: E402
 from diffnb.a.models import load_stage1  # noqa: E402
 from diffnb.a.views import FlipView, IdentityView, Rotate90CCWView, Rotate90CWView, make_anagram  # noqa: E402
+from diffnb.core.counting import counting_bundle  # noqa: E402
 
 
 def timed(fns: dict, repeats: int) -> dict[str, float]:
@@ -53,20 +53,6 @@ def timed(fns: dict, repeats: int) -> dict[str, float]:
     return {k: min(v) for k, v in times.items()}
 
 
-def counting(stage1):
-    """The bundle with its UNet wrapped to record each call's batch size."""
-    calls: list[int] = []
-    unet = stage1.unet
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(unet, name)
-
-        def __call__(self, x, t, **kw):
-            calls.append(x.shape[0])
-            return unet(x, t, **kw)
-
-    return SimpleNamespace(unet=Counting(), scheduler=stage1.scheduler), calls
 
 
 def main(argv=None) -> int:
@@ -107,7 +93,8 @@ def main(argv=None) -> int:
             "factorized, 2 parts (LowHigh)": (factorized(LowHigh()), lambda b: factorized(LowHigh(), b)(), 3),
             "factorized, 3 parts (ThreeBands)": (factorized(ThreeBands()), lambda b: factorized(ThreeBands(), b)(), 4)}
     for name, (_, run_counted, passes) in rows.items():              # one UNet call per step, of the expected batch
-        bundle, calls = counting(stage1)
+        bundle, counter = counting_bundle(stage1)
+        calls = counter.calls
         run_counted(bundle)
         assert calls == [passes * n] * steps, (name, calls[:3])
 

@@ -4,10 +4,10 @@ bit with the low/high split, one UNet batch a step, the inverse-problem mode hol
 is refused at the edge."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
+
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
@@ -16,6 +16,7 @@ from diffnb.a.decompositions import (Decomposition, GrayColor, LowHigh, MotionBl
                                      factorized_estimator, highpass, lowpass, make_factorized)
 from diffnb.a.denoise import EmbeddingBatch, cfg_combine, cfg_estimator, pure_noise, run_unet, sample_cfg, strided_timesteps
 from diffnb.a.views import hybrid_estimator, make_hybrids
+from diffnb.core.counting import counting_bundle
 from diffnb.core.devices import make_generator
 from diffnb.core.numerics import agreement, formula_bound
 from diffnb.part_a import sample_budget
@@ -142,24 +143,12 @@ def test_one_prompt_for_every_part_is_plain_cfg_sampling(stage1, emb, ts, make):
     assert not agreement(other, plain, budget)                 # a different prompt on one part changes the sample
 
 
-def _counting(stage1):
-    calls = []
-    unet = stage1.unet
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(unet, name)
-
-        def __call__(self, x, t, **kw):
-            calls.append(x.shape[0])
-            return unet(x, t, **kw)
-
-    return SimpleNamespace(unet=Counting(), scheduler=stage1.scheduler), calls
 
 
 @pytest.mark.parametrize("make", [LowHigh, ThreeBands], ids=["two-parts", "three-parts"])
 def test_one_unet_batch_per_step_for_any_number_of_parts(stage1, emb, ts, make):
-    bundle, calls = _counting(stage1)
+    bundle, counter = counting_bundle(stage1)
+    calls = counter.calls
     d = make()
     prompts = [emb.get(p) for p in ("a man mid fall", "a paint brush", "a rocket ship")][:len(d.names)]
     out = make_factorized(bundle, d, prompts, emb.get(""), ts, generator=make_generator(1), num_images=2)
@@ -246,7 +235,8 @@ BAD_IDS = ["parts-do-not-sum", "one-prompt-two-parts", "two-prompts-three-parts"
 
 @pytest.mark.parametrize("case", range(len(BAD_IDS)), ids=BAD_IDS)
 def test_bad_input_is_refused_before_sampling(stage1, emb, ts, case):
-    bundle, calls = _counting(stage1)
+    bundle, counter = counting_bundle(stage1)
+    calls = counter.calls
     fn, error, match = _bad_cases(bundle, emb, ts)[case]
     with pytest.raises(error, match=match):
         fn()

@@ -1,13 +1,13 @@
 """Views, anagrams and hybrids: invariants, and equality with plain CFG sampling where they must agree."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from diffnb.a.checks import check_embeds
 from diffnb.a.denoise import cfg_estimator, plain_estimator, pure_noise, sample_cfg, strided_timesteps
+from diffnb.core.counting import counting_bundle
 from diffnb.core.devices import make_generator
 from diffnb.a.views import (FlipView, IdentityView, NegateView, View, highpass, hybrid_estimator, lowpass,
                              make_anagram, make_flip_illusion, make_hybrids)
@@ -69,18 +69,8 @@ def test_hybrid_of_one_prompt_twice_equals_cfg_sampling(stage1, emb, ts):
 
 
 def test_flip_illusion_is_one_unet_batch_per_step(stage1, emb, ts):
-    calls = []
-    unet = stage1.unet
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(unet, name)
-
-        def __call__(self, x, t, **kw):
-            calls.append(x.shape[0])
-            return unet(x, t, **kw)
-
-    bundle = SimpleNamespace(unet=Counting(), scheduler=stage1.scheduler)
+    bundle, counter = counting_bundle(stage1)
+    calls, unet = counter.calls, stage1.unet
     out = make_flip_illusion(bundle, emb.get("a man mid fall"), emb.get("a paint brush"), emb.get(""), ts,
                              generator=make_generator(100), num_images=2)
     s = unet.config.sample_size

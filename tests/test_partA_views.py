@@ -4,10 +4,10 @@ and bad views are refused at the edge."""
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import pytest
 import torch
+
 import torchvision.transforms.functional as TF
 
 from diffnb.a.denoise import strided_timesteps
@@ -15,6 +15,7 @@ from diffnb.a.views import (BlurFailureView, FlipView, IdentityView, InnerCircle
                             PatchPermuteView, PermutationView, PixelPermuteView, Rotate90CCWView, Rotate90CWView,
                             RotateBilinearFailureView, ScaleFailureView, SkewView, SquareHingeView, View,
                             check_permutation, make_anagram, noise_tolerances, orthogonality, orthogonality_table)
+from diffnb.core.counting import counting_bundle
 from diffnb.core.devices import make_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -200,19 +201,6 @@ def test_patch_and_pixel_permutations():
 
 # --------------------------------------------------------------------------- many views, one batch
 
-def _counting(stage1):
-    calls = []
-    unet = stage1.unet
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(unet, name)
-
-        def __call__(self, x, t, **kw):
-            calls.append(x.shape[0])
-            return unet(x, t, **kw)
-
-    return SimpleNamespace(unet=Counting(), scheduler=stage1.scheduler), calls
 
 
 @pytest.mark.parametrize("views", [
@@ -222,7 +210,8 @@ def _counting(stage1):
 ])
 def test_many_view_anagrams_are_one_unet_batch_per_step(stage1, emb, ts, views):
     views = views()
-    bundle, calls = _counting(stage1)
+    bundle, counter = counting_bundle(stage1)
+    calls = counter.calls
     prompts = [emb.get(p) for p in ("a man mid fall", "a paint brush", "a rocket ship", "a photo of a caveman")]
     out = make_anagram(bundle, views, prompts[:len(views)], emb.get(""), ts, generator=make_generator(3), num_images=2)
     assert out.shape == (2, 3, S, S) and torch.isfinite(out).all()
@@ -232,7 +221,8 @@ def test_many_view_anagrams_are_one_unet_batch_per_step(stage1, emb, ts, views):
 # --------------------------------------------------------------------------- bad views, refused at the edge
 
 def test_a_view_that_does_not_fit_the_image_is_refused_before_sampling(stage1, emb, ts):
-    bundle, calls = _counting(stage1)
+    bundle, counter = counting_bundle(stage1)
+    calls = counter.calls
     c, u = emb.get("a rocket ship"), emb.get("")
     with pytest.raises(ValueError, match=r"JigsawView\(size=64.*built for 64 x 64 images, but the image is 32 x 32; "
                                          r"build the view at the image's size"):
@@ -297,3 +287,17 @@ def test_a_custom_view_without_check_size_still_works(stage1, emb, ts):
     out = make_anagram(stage1, [IdentityView(), Transpose()], [emb.get("a rocket ship")] * 2, emb.get(""), ts,
                        generator=make_generator(1))
     assert torch.isfinite(out).all() and isinstance(View().check_size(3, 5), type(None))
+
+
+def test_the_call_counter_counts_each_call_and_is_the_model_otherwise(stage1):
+    from diffnb.core.counting import CallCounter
+    bundle, counter = counting_bundle(stage1)
+    assert bundle.unet.config is stage1.unet.config and bundle.scheduler is stage1.scheduler and counter.nfe == 0
+    s = stage1.unet.config.sample_size
+    x = torch.zeros(3, 3, s, s)
+    e = torch.zeros(3, 1, stage1.unet.config.encoder_hid_dim or stage1.unet.config.cross_attention_dim)
+    out = bundle.unet(x, 500, encoder_hidden_states=e).sample
+    assert torch.equal(out, stage1.unet(x, 500, encoder_hidden_states=e).sample)
+    assert counter.calls == [3] and counter.nfe == 1
+    double = CallCounter(lambda x: 2 * x)
+    assert double(torch.ones(4)).sum() == 8 and double.calls == [4]
