@@ -112,15 +112,21 @@ def test_retraining_the_first_epoch_reproduces_the_shipped_run(empty_build, name
         diffnb.load_model(cfg)                                         # ... and it stopped after epoch 1
 
 
-def test_ship_writes_a_verified_copy_and_keeps_one_that_exists(empty_build, tmp_path, monkeypatch):
-    """ship() on a tiny recipe into a scratch data folder: the kept epochs, a state without optimizer,
-    checksums; a second ship is refused unless replace=True; train() then loads it."""
+def _scratch_ship(tmp_path, monkeypatch, epochs: int):
+    """ship() on a tiny time_fm recipe of ``epochs`` into a scratch data folder: ``(data folder, config)``."""
     data = tmp_path / "data"
     monkeypatch.setattr(paths, "data_dir", lambda: data)
     monkeypatch.setattr(T, "data_dir", lambda: data)
-    tiny = T.TrainConfig(name="time_fm", objective="time_fm", num_hiddens=4, batch_size=32, lr=1e-2, epochs=6,
+    tiny = T.TrainConfig(name="time_fm", objective="time_fm", num_hiddens=4, batch_size=32, lr=1e-2, epochs=epochs,
                          train_limit=64, data="mnist-5k", notebook="B2.2_train_time_conditioned.ipynb")
     monkeypatch.setattr(profiles, "part_b_config", lambda run, profile: tiny)
+    return data, tiny
+
+
+def test_ship_writes_a_verified_copy_and_keeps_one_that_exists(empty_build, tmp_path, monkeypatch):
+    """ship() on a tiny recipe into a scratch data folder: the kept epochs, a state without optimizer,
+    checksums; a second ship is refused unless replace=True; train() then loads it."""
+    data, tiny = _scratch_ship(tmp_path, monkeypatch, epochs=6)
     [target] = part_b.ship(("time_fm",))
     assert target == data / "runs" / f"time_fm-{tiny.key()}"
     assert sorted(p.name for p in target.iterdir()) == [
@@ -148,13 +154,7 @@ def test_a_stopped_ship_leaves_nothing_and_a_killed_ones_leftovers_are_tidied(em
     import os
     import subprocess
     import sys
-    from diffnb.core import paths
-    data = tmp_path / "data"
-    monkeypatch.setattr(paths, "data_dir", lambda: data)
-    monkeypatch.setattr(T, "data_dir", lambda: data)
-    tiny = T.TrainConfig(name="time_fm", objective="time_fm", num_hiddens=4, batch_size=32, lr=1e-2, epochs=2,
-                         train_limit=64, data="mnist-5k", notebook="B2.2_train_time_conditioned.ipynb")
-    monkeypatch.setattr(profiles, "part_b_config", lambda run, profile: tiny)
+    data, _ = _scratch_ship(tmp_path, monkeypatch, epochs=2)
     [target] = part_b.ship(("time_fm",))
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     real_write_copy = T.write_copy
