@@ -75,3 +75,18 @@ def test_encode_prompts_without_weights_is_one_clear_error(tmp_path):
 
 def test_default_path():
     assert default_embeddings_path("tiny").name == "tiny-if.safetensors"
+
+
+def test_every_write_up_prompt_of_the_profiles_has_a_tiny_embedding(emb):
+    """A notebook run with ``-p model tiny`` (the write-up's prompts on the tiny model) finds every prompt."""
+    from diffnb import profiles
+
+    def strings(v):
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                yield from strings(x)
+    prompts = profiles.part_a_settings("quick", model="tiny")["prompts"]
+    missing = sorted({p for v in prompts.values() for p in strings(v)} - set(emb.prompts))
+    assert not missing, f"add {missing} to COURSE_PROMPTS and run python -m diffnb.a.models make-tiny"

@@ -38,6 +38,15 @@ COURSE_PROMPTS: tuple[str, ...] = (
     "an oil painting of an old man",
     "a lithograph of waterfalls",
     "a lithograph of a skull",
+    # beyond the write-up (A1.9a, A1.9b): the seed profile's views and factorized hybrids
+    "an oil painting of a horse",
+    "an oil painting of a dog",
+    "an oil painting of a rabbit",
+    "a lithograph of a waterfall",
+    "a lithograph of a teddy bear",
+    "an oil painting of a ship",
+    "an oil painting of a mountain",
+    "an oil painting of a flower",
 )
 
 
