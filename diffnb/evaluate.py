@@ -12,6 +12,8 @@ name a digit and a style, and lets the judge (``diffnb.mini.judge``) read the re
                              crayon, digit kept
   ``anagram_score``   1.8    both orientations read as their prompts, against sampling + flipping
   ``hybrid_score``    1.9    far view reads as prompt 1 and the full image as prompt 2, against sampling 2
+  ``read_views``      1.8-9  any number of views (or near / far / blurred looks), each read as its prompt;
+                             ``views_baseline`` the same test on plain samples
 
 The notebooks call them with a few samples (their checked cells print the rounded results);
 ``python -m diffnb.evaluate`` runs them with many and writes the results page (``results.md`` and
@@ -36,6 +38,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from diffnb.core.checks import is_int
 from diffnb.mini import world          # ddpm and guidance (diffusers) are imported where they are used
 
 #: held-out renders for the experiments: a seed stream apart from the mini model's training data
@@ -230,6 +233,70 @@ def anagram_score(stage1, embed, judge, p1: str, p2: str, n: int, timesteps: Seq
                                       torch.Generator().manual_seed(seed), num_images=n)
     return dict(read_anagram(judge, ill, p1, p2),
                 baseline=anagram_baseline(stage1, embed, judge, p1, p2, n, timesteps, scale, seed), illusions=ill)
+
+
+#: what ``read_views`` compares per view: the prompt's digit, its style, or both
+READS = ("digit", "style", "both")
+
+
+def _see(view, images: torch.Tensor) -> torch.Tensor:
+    """``view.view(images)`` for a view object (``diffnb.a.views.View``), ``view(images)`` for a plain callable."""
+    return view.view(images) if callable(getattr(view, "view", None)) else view(images)
+
+
+def read_views(judge, images: torch.Tensor, views, prompts: Sequence[str], read="digit") -> dict:
+    """Read images through views: image i passes when, for every k, ``views[k]`` of it reads as
+    ``prompts[k]`` (an illusion of K views, or a hybrid seen near and far).
+
+    ``views``: view objects (``view(x)``: ``diffnb.a.views``) or plain callables ``x -> image`` (e.g.
+    ``far_view``). ``read``: what must match, ``"digit"`` (the prompt's digit, as ``read_anagram``),
+    ``"style"`` or ``"both"``; one for every view or a list with one per view.  Returns ``success``
+    (the share of images with every view right), ``per_view`` (the share right in each view alone), the
+    per-image ``ok`` ``(N,)`` and ``read`` (digit and style per view, lists of ``(N,)``)."""
+    views, prompts = list(views), list(prompts)
+    if not views or len(views) != len(prompts):
+        raise ValueError(f"give one prompt per view: {len(views)} views, {len(prompts)} prompts")
+    reads = [read] * len(views) if isinstance(read, str) else list(read)
+    if len(reads) != len(views) or any(r not in READS for r in reads):
+        raise ValueError(f"read must be one of {list(READS)} or a list of them, one per view ({len(views)}), got {read!r}")
+    wants = []
+    for k, (p, r) in enumerate(zip(prompts, reads)):
+        d, s = world.parse_prompt(p)
+        if (r in ("digit", "both") and d is None) or (r in ("style", "both") and s is None):
+            raise ValueError(f"prompts[{k}] = {p!r} names no {'digit' if d is None else 'style'} for read={r!r}; "
+                             "the judge can only check what the prompt names")
+        wants.append((d, s, r))
+    ok = torch.ones(len(images), dtype=torch.bool)
+    per_view, digits, styles = [], [], []
+    for v, (d, s, r) in zip(views, wants):
+        reading = judge.predict(unit(_see(v, images)))
+        right = torch.ones(len(images), dtype=torch.bool)
+        if r in ("digit", "both"):
+            right &= reading.digit == d
+        if r in ("style", "both"):
+            right &= reading.style == s
+        ok &= right
+        per_view.append(float(right.float().mean()))
+        digits.append(reading.digit)
+        styles.append(reading.style)
+    return dict(success=float(ok.float().mean()), per_view=per_view, ok=ok, read=dict(digit=digits, style=styles))
+
+
+def views_baseline(stage1, embed, judge, views, prompts: Sequence[str], n: int, timesteps: Sequence[int],
+                   scale: float, seed: int, read="digit", sample: int = 0, samples: torch.Tensor | None = None) -> float:
+    """What an illusion (or hybrid) read by ``read_views`` must beat: the share of ``n`` plain CFG samples
+    of ``prompts[sample]`` (seeded like the illusions) that pass the same test, seen through the same
+    views.  ``sample`` = 0 for anagrams (the first prompt, as ``anagram_baseline``), the prompt read on the
+    image itself for hybrids (as ``hybrid_baseline``).  ``samples``: those plain samples, already drawn
+    (several tests with the same prompt and seed read one batch; ``n`` is then ``len(samples)``)."""
+    prompts = list(prompts)
+    if not is_int(sample) or not 0 <= sample < len(prompts):
+        raise ValueError(f"sample must index prompts (0 .. {len(prompts) - 1}), got {sample!r}")
+    if samples is None:
+        from diffnb.a import denoise as ddpm
+        samples = ddpm.sample_cfg(stage1, embed(prompts[sample]), embed(""), timesteps, scale,
+                                  torch.Generator().manual_seed(seed), num_images=n)
+    return read_views(judge, samples, views, prompts, read)["success"]
 
 
 def _digits_of(p1: str, p2: str, kind: str) -> tuple[int, int]:

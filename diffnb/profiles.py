@@ -89,6 +89,13 @@ def _text(expects, example, optional=True):
     return _Spec(expects, lambda v: isinstance(v, str), lambda v: v != "", example, optional)
 
 
+def _prompt_list(n, what, example, optional=True):
+    """Exactly ``n`` non-empty prompt strings (``what`` says what each is for)."""
+    return _Spec(f"a list of {n} prompt strings ({what})",
+                 lambda v: isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v),
+                 lambda v: len(v) == n and all(v), example, optional)
+
+
 NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     # both parts
     "profile": _choice(PROFILES),
@@ -105,6 +112,18 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     "pairs": _list("a non-empty list of (prompt, prompt) pairs", _is_pair,
                    '[("a photo of the digit 3", "a photo of the digit 5")]'),
     "image_path": _Spec("an image file path (str)", _is_path, None, '"data/images/rocket.jpg"'),
+    "rotation_prompts": _prompt_list(4, "one per quarter turn clockwise: 0, 90, 180, 270 degrees",
+                                     '["a photo of the digit 1", "a photo of the digit 4", "a photo of the digit 7", '
+                                     '"a photo of the digit 2"]'),
+    "jigsaw_prompts": _prompt_list(2, "solved, scrambled", '["a photo of the digit 4", "a photo of the digit 7"]'),
+    "color_prompts": _prompt_list(2, "grayscale part, colour part",
+                                  '["a pencil sketch of the digit 4", "a photo of the digit 7"]'),
+    "motion_prompts": _prompt_list(2, "seen motion-blurred, seen sharp",
+                                   '["a photo of the digit 1", "a pencil sketch of the digit 4"]'),
+    "band_prompts": _prompt_list(3, "low, middle and high frequencies",
+                                 '["a photo of the digit 1", "a crayon drawing of the digit 0", '
+                                 '"a pencil sketch of the digit 4"]'),
+    "image_prompt": _text("a prompt string", '"a pencil sketch of the digit 7"'),
     "web_path": _Spec("an image file path (str)", _is_path, None, '"data/images/coffee.jpg"'),
     "image_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/rocket.jpg"]'),
     "sketch_paths": _list("a non-empty list of image file paths", _is_path, '["data/images/sketch_cube.png"]'),
@@ -127,6 +146,11 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     "train_limit": _int("a positive int", example="2048"),
     "num_ts": _int("a positive int (Euler steps)", example="50"),
     "retrain": _Spec("True or False", lambda v: isinstance(v, bool), None, "True", optional=False),
+    # Part B, the 2D lab (B2.1a; the data sets are diffnb.b.toy2d.DATASETS)
+    "toy_data": _choice(("moons", "mixture", "checkerboard")),
+    "train_steps": _int("a positive int (Adam steps of the 2D flow)", example="2000", optional=False),
+    "nfe": _int("a positive multiple of 4 (network evaluations per sample, so rk4 fits it)",
+                lambda v: v >= 4 and v % 4 == 0, "8", optional=False),
 }
 
 # part_a_settings' own settings (beside the notebook parameters of the same name)
@@ -314,6 +338,15 @@ _WRITE_UP_PROMPTS = dict(
            ("a photo of a caveman", "a photo of a manatee")],
     hybrid_pairs=[("a man mid fall", "a paint brush"),                  # 1.9 (low, high frequency)
                   ("a photo of a caveman", "a photo of a manatee")],
+    # beyond 1.8-1.9 (A1.9a, A1.9b): prompts in the manner of the visual anagrams / factorized diffusion
+    # examples (Geng et al. 2024), one per view or part
+    rotations=["an oil painting of a snowy mountain village", "an oil painting of a horse",   # 0, 90, 180, 270 cw
+               "an oil painting of a dog", "an oil painting of a rabbit"],
+    jigsaw=["an oil painting of a dog", "an oil painting of a rabbit"],              # solved, scrambled
+    color_hybrid=["a lithograph of a waterfall", "a lithograph of a teddy bear"],    # grayscale, colour
+    motion_hybrid=["an oil painting of a ship", "an oil painting of a horse"],       # motion-blurred, sharp
+    three_bands=["an oil painting of a mountain", "an oil painting of a dog", "an oil painting of a flower"],
+    held_hybrid="an oil painting of a rabbit",                                       # beside a held image
 )
 _WRITE_UP_IMAGES = dict(
     image="data/images/rocket.jpg",                                     # 1.1-1.4
@@ -335,6 +368,16 @@ _MINI_PROMPTS = dict(
     hybrid_pairs=[("a photo of the digit 1", "a pencil sketch of the digit 4"),
                   ("a photo of the digit 1", "a pencil sketch of the digit 7"),
                   ("a crayon drawing of the digit 0", "a pencil sketch of the digit 4")],
+    # A1.9a / A1.9b: the quarter turns, the jigsaw and the motion pair screened like the pairs (seed 1000; a
+    # quarter turn clockwise: 4 -> 1 and 1 -> 7 read best, 4 / 7 is section 1.8's best flip pair, 7 -> 3 and
+    # 3 -> 4 close the circle); the colour, three-band and held-image prompts chosen by hand, not screened
+    rotations=["a pencil sketch of the digit 4", "a pencil sketch of the digit 1",
+               "a pencil sketch of the digit 7", "a pencil sketch of the digit 3"],
+    jigsaw=["a pencil sketch of the digit 4", "a pencil sketch of the digit 7"],
+    color_hybrid=["a pencil sketch of the digit 4", "a photo of the digit 7"],
+    motion_hybrid=["a photo of the digit 1", "a pencil sketch of the digit 7"],
+    three_bands=["a photo of the digit 1", "a crayon drawing of the digit 0", "a pencil sketch of the digit 4"],
+    held_hybrid="a pencil sketch of the digit 7",
 )
 _MINI_IMAGES = dict(
     image="data/images/world/photo_4.png",

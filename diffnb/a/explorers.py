@@ -133,3 +133,79 @@ def explore_distance(images: torch.Tensor, factors: Sequence[int] = (1, 2, 3, 4,
 
     return Explorer(render, {"distance": list(factors)}, title="hybrid images: near to far", desc="distance",
                     static=[{"distance": f} for f in factors if f in (1, 4, 8)] or None)
+
+
+def explore_views(images: torch.Tensor, views: Sequence, prompts: Sequence[str] | None = None) -> Explorer:
+    """Beyond section 1.8: turn an illusion through its K views; setting k shows ``views[k].view(images)``,
+    what prompt k should read as (``prompts``, for the caption).  Nothing is sampled: the views only
+    rearrange the finished pixels."""
+    views = list(views)
+    prompts = list(prompts) if prompts is not None else [None] * len(views)
+    if not views or len(prompts) != len(views):
+        raise ValueError(f"give one prompt per view (or none): {len(views)} views, {len(prompts)} prompts")
+    labels = [f"{k + 1}: {getattr(v, 'name', type(v).__name__)}" for k, v in enumerate(views)]
+
+    def render(view):
+        k = labels.index(view)
+        seen = views[k].view(images)
+        return to_display(seen), f"view {view}" + (f" → should read: {prompts[k]}" if prompts[k] else "")
+
+    return Explorer(render, {"view": labels}, title="an illusion through its views", desc="views",
+                    static=[{"view": v} for v in labels])
+
+
+def jigsaw_frame(images: torch.Tensor, jigsaw, f: float, background: float = 1.0) -> torch.Tensor:
+    """The jigsaw ``jigsaw`` (a ``diffnb.a.views.JigsawView``) of ``images`` ``(N, C, H, W)`` put together
+    a fraction ``f`` of the way: at ``f = 0`` exactly ``jigsaw.view(images)`` (scrambled), at ``f = 1``
+    exactly ``images`` (solved).  In between, each piece slides in a straight line from its scrambled
+    slot to its own and turns back by the same fraction of its quarter turns (bilinear between whole
+    quarter turns); pieces pasted in the order of ``jigsaw.moves``, on a ``background`` of the given value
+    (in the images' units)."""
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"f must be in [0, 1] (0: scrambled, 1: solved), got {f!r}")
+    n_side = jigsaw.pieces
+    s = images.shape[-1] // n_side
+    canvas = torch.full_like(images, background)
+    for (r0, c0), (r1, c1), k in jigsaw.moves:                 # piece from slot (r0, c0), turned k quarters clockwise, to (r1, c1)
+        piece = images[..., r0 * s:(r0 + 1) * s, c0 * s:(c0 + 1) * s]
+        turns = k * (1.0 - f)                                  # quarter turns clockwise still to undo
+        if float(turns).is_integer():
+            shown = torch.rot90(piece, -int(turns), dims=(-2, -1))
+        else:
+            shown = TF.rotate(piece, -90.0 * turns, interpolation=TF.InterpolationMode.BILINEAR, fill=background)
+        top = round(s * (r1 + f * (r0 - r1)))
+        left = round(s * (c1 + f * (c0 - c1)))
+        canvas[..., top:top + s, left:left + s] = shown
+    return canvas
+
+
+def explore_jigsaw(images: torch.Tensor, jigsaw, steps: int = 8, prompts: Sequence[str] | None = None) -> Explorer:
+    """Beyond section 1.8: put the jigsaw together; a slider from the scrambled arrangement
+    (``jigsaw.view(images)``, what the second prompt should read as) to the solved one (the image, the first
+    prompt), in ``steps`` moves of every piece at once (``jigsaw_frame``)."""
+    fractions = [i / steps for i in range(steps + 1)]
+    solved, scrambled = (list(prompts) + [None, None])[:2] if prompts is not None else (None, None)
+
+    def render(step):
+        f = fractions[step]
+        x = jigsaw_frame(images, jigsaw, f)
+        what = ("scrambled" + (f" → {scrambled}" if scrambled else "") if step == 0 else
+                "solved" + (f" → {solved}" if solved else "") if step == steps else f"{f:.0%} of the way")
+        return to_display(x), f"step {step} of {steps}: {what}"
+
+    return Explorer(render, {"step": list(range(steps + 1))}, title="the jigsaw: put it together", desc="jigsaw",
+                    static=[{"step": i} for i in sorted({0, steps // 2, steps})])
+
+
+def explore_motion_blur(images: torch.Tensor, lengths: Sequence[int] = (1, 3, 5, 7, 9, 13, 17),
+                        angle: float = -45.0) -> Explorer:
+    """Beyond section 1.9: blur and unblur a motion hybrid; the images convolved with a line of ``length``
+    pixels at ``angle`` degrees (``diffnb.a.decompositions.MotionBlur``'s motion part; length 1 = as made)."""
+    from diffnb.a.decompositions import MotionBlur
+
+    def render(length):
+        seen = images if length == 1 else MotionBlur(length, angle).components(images)[0]
+        return to_display(seen), "as made (sharp)" if length == 1 else f"motion blur over {length} pixels at {angle:g}°"
+
+    return Explorer(render, {"length": list(lengths)}, title="a motion hybrid: blur it", desc="motion blur",
+                    static=[{"length": v} for v in lengths if v in (1, 7, 17)] or None)
