@@ -142,7 +142,8 @@ def kernel_manager_class():
     the kernel over local (``ipc``) sockets where the system has them.  Over TCP, ipykernel warns on
     every start that the connection is not encrypted; a local socket in the user's runtime folder is
     reachable by this user only, so there is nothing to warn about (and nothing is filtered).  On
-    Windows, which has no ipc transport, the default (TCP on 127.0.0.1) stays."""
+    Windows, which has no ipc transport, the default (TCP on 127.0.0.1) stays.  Nor is a finished
+    notebook's kernel interrupted on its way out (see ``_async_interrupt_kernel`` below)."""
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
@@ -153,6 +154,15 @@ def kernel_manager_class():
         @default("transport")
         def _local_transport(self):
             return "ipc"
+
+        async def _async_interrupt_kernel(self):
+            # jupyter_client interrupts (SIGINT) every kernel before it asks it to shut down; a kernel still
+            # finishing its last message then logs "KeyboardInterrupt caught in kernel." on the pack's
+            # stderr. The notebook has run to its end here, and the shutdown request (control channel),
+            # then SIGTERM and SIGKILL, stop any kernel; a timeout's interrupt (not shutting down) still goes.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
 
     return LocalKernelManager
 
