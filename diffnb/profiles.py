@@ -151,6 +151,11 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
     "train_steps": _int("a positive int (Adam steps of the 2D flow)", example="2000", optional=False),
     "nfe": _int("a positive multiple of 4 (network evaluations per sample, so rk4 fits it)",
                 lambda v: v >= 4 and v % 4 == 0, "8", optional=False),
+    # Part B, sampling in fewer steps (B2.6a)
+    "nfes": _list("a non-empty list of NFE budgets, positive multiples of 4 (so rk4 fits each)", is_int,
+                  "[8, 16, 20]", lambda v: v >= 4 and v % 4 == 0, optional=False),
+    "grid_power": _number("a number >= 1 (the time grid t_i = 1 - (1 - i/N)^p; 1 is uniform)",
+                          lambda v: 1 <= v <= 100, "2.0", optional=False),
 }
 
 # part_a_settings' own settings (beside the notebook parameters of the same name)

@@ -289,6 +289,79 @@ def sample_sde(velocity: Callable, x0: torch.Tensor, steps: int | None = None, g
     return Solution(x, counter.nfe, grid, torch.stack(states) if trajectory else None)
 
 
+# ------------------------------------------------------------------------------------ the class-conditioned UNet
+def class_fm_velocity(unet: torch.nn.Module, c: torch.Tensor, guidance_scale: float = 5.0) -> Callable:
+    """The CFG velocity of a class-conditioned flow UNet (B2.4) as a solver's field, for labels ``c: (N,)``:
+
+        u(x, t) = u_uncond + gamma (u_cond - u_uncond),     x: (N, C, H, W), t: (N,)
+
+    with both velocities from ONE call of ``unet`` on a batch of 2N (mask 1 for the first N, 0 for the
+    rest), as ``diffnb.b.flow.class_fm_sample`` computes them; one call is one NFE.  ``t`` is clipped to
+    [0, 1]: torchdiffeq's dopri5 may try a step that ends past t = 1 and interpolate back to it, and the
+    UNet refuses a time outside [0, 1].  Call it under ``torch.no_grad`` with ``unet`` in eval mode.
+    """
+    from diffnb.b.flow import cfg_velocity
+
+    gamma = check_number("guidance_scale", guidance_scale,
+                         fix="pass a number such as 5.0 (1.0 turns guidance off; negative values are allowed)")
+    if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.dtype.is_floating_point or c.dtype == torch.bool:
+        raise TypeError(f"c must be a 1-D tensor of integer class labels, one per sample, got {c!r}; "
+                        "pass e.g. torch.arange(10)")
+    n = c.shape[0]
+    c2 = torch.cat([c, c])                                                      # (2N,): cond | uncond
+    mask = torch.cat([torch.ones(n, device=c.device), torch.zeros(n, device=c.device)])
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != n:
+            raise ValueError(f"x holds {x.shape[0]} samples but c holds {n} labels; pass one label per sample")
+        t = t.clamp(0.0, 1.0)
+        u_cond, u_uncond = unet(torch.cat([x, x]), c2, torch.cat([t, t]), mask).chunk(2)    # (N, C, H, W) each
+        return cfg_velocity(u_uncond, u_cond, gamma)
+
+    return velocity
+
+
+@torch.no_grad()
+def sample_class_fm(unet: torch.nn.Module, c, solver: str = "euler", steps: int | None = None, grid=None, *,
+                    guidance_scale: float = 5.0, seed: int = 0, img_wh: tuple[int, int] = (28, 28),
+                    rtol: float | None = None, atol: float | None = None, trajectory: bool = False) -> Solution:
+    """``class_fm_sample``'s samples by any of ``SOLVERS``: one image per label of ``c: (N,)``, from the same
+    noise (``initial_noise((N, C, H, W), seed)`` on the model's device, C = ``unet.in_channels``, (W, H) =
+    ``img_wh``).  ``solver="euler", steps=T`` gives ``diffnb.b.flow.class_fm_sample(unet, c, img_wh, T,
+    guidance_scale, seed)``.  ``steps``, ``grid``, ``rtol``, ``atol``, ``trajectory``: as ``sample_ode``'s.
+    Returns ``Solution(x: (N, C, H, W), nfe, times, trajectory)``."""
+    device = next(unet.parameters()).device
+    c = torch.as_tensor(c, device=device).reshape(-1)
+    velocity = class_fm_velocity(unet, c, guidance_scale)
+    if not (isinstance(img_wh, (tuple, list)) and len(img_wh) == 2 and all(is_int(v) and v > 0 for v in img_wh)):
+        raise ValueError(f"img_wh must be (width, height), e.g. (28, 28); got {img_wh!r}")
+    x0 = initial_noise((c.shape[0], getattr(unet, "in_channels", 1), int(img_wh[1]), int(img_wh[0])),
+                       seed=seed, device=device)
+    was_training = unet.training
+    unet.eval()
+    try:
+        return sample_ode(velocity, x0, solver, steps, grid, rtol=rtol, atol=atol, trajectory=trajectory)
+    finally:
+        unet.train(was_training)
+
+
+def rms_error(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """The root-mean-square difference of two batches of samples of the same shape, over every pixel:
+    sqrt(mean((x - reference)^2)), the distance of a solve to a converged one from the same noise."""
+    if not isinstance(x, torch.Tensor) or not isinstance(reference, torch.Tensor) or x.shape != reference.shape:
+        got = [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in (x, reference)]
+        raise ValueError(f"rms_error compares two tensors of one shape, got {got[0]} and {got[1]}; "
+                         "solve from the same noise")
+    return float(((x.double() - reference.double()) ** 2).mean().sqrt())
+
+
+def smallest_nfe(errors: dict, target: float) -> int | None:
+    """The smallest NFE of ``errors`` (NFE -> error) whose error is at most ``target``; None if none is."""
+    target = check_number("target", target, low=0.0, fix="pass the error to reach, e.g. Euler's at 50 steps")
+    hits = [int(k) for k, e in errors.items() if float(e) <= target]
+    return min(hits) if hits else None
+
+
 # ------------------------------------------------------------------------------------ order
 def measured_order(steps: Sequence[int], errors: Sequence[float], floor: float = 0.0) -> float:
     """The order p of error ~ C h^p, h = 1 / steps: the least-squares slope of log(error) against

@@ -1,0 +1,131 @@
+"""Sampling in fewer steps, Part B: the wall time each solver needs to reach the 50-step Euler's error to a
+converged solve, against the 50-step Euler's own time (run by hand; prints a table; not a test).
+
+    DIFFNB_THREADS=1 python benchmarks/bench_fewer_steps.py             # quick's class_fm, 40 samples, one core
+    python benchmarks/bench_fewer_steps.py --threads 2 --samples 100     # more samples, two cores
+
+What it measures, all in one run on the shipped ``class_fm`` model (epoch 10, CFG at the profile's gamma;
+B2.6a is the lesson):
+
+* the converged solve: RK4 with ``--reference-steps`` uniform steps; the reference quality is the 50-step
+  Euler's (``class_fm_sample``'s) RMS pixel error to it, from the same noise;
+* for each fixed-grid solver (``diffnb.b.solvers``: euler, midpoint, heun, rk4) on the uniform grid and on
+  ``t_i = 1 - (1 - i/N)^p`` (``--power``, denser near t = 1): the smallest NFE of ``--nfes`` whose error is
+  at most the reference's, searched upwards (a solver stops at its first hit);
+* for dopri5: the loosest of ``--tolerances`` (rtol = atol) that reaches it, and the NFE it chose;
+* the wall time of that solve (best of ``--repeats``, runs interleaved with the 50-step Euler's after a
+  warm-up, so load from other processes hits both alike) and its ratio to the 50-step Euler's time.
+
+The NFE is counted (``CallCounter``, ``Solution.nfe``); each NFE is one UNet call on a batch of 2N.  A
+ratio below 1 is a sampler that reaches the course's quality faster than the course's sampler.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffnb.b import solvers  # noqa: E402
+from diffnb.b.train import load_model  # noqa: E402
+from diffnb.part_b import setup  # noqa: E402
+from diffnb.profiles import part_b_config, part_b_sampling  # noqa: E402
+
+
+def timed(fns: dict, repeats: int) -> dict:
+    """Best-of-``repeats`` wall time of each function, runs interleaved after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return {k: min(v) for k, v in times.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="quick", choices=["quick", "seed"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--samples", type=int, default=40, help="samples per solve, the digits 0-9 in turn")
+    ap.add_argument("--nfes", default="8,12,16,20,24,32,40,48,64", help="NFE budgets searched, comma-separated")
+    ap.add_argument("--power", type=float, default=2.0, help="p of the non-uniform grid t_i = 1 - (1 - i/N)^p")
+    ap.add_argument("--tolerances", default="1e-2,3e-3,1e-3,3e-4", help="dopri5's rtol = atol, loosest first")
+    ap.add_argument("--reference-steps", type=int, default=25, help="RK4 steps of the converged solve")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: DIFFNB_THREADS, else torch's)")
+    args = ap.parse_args(argv)
+    threads = args.threads or (int(os.environ["DIFFNB_THREADS"]) if os.environ.get("DIFFNB_THREADS") else None)
+    nfes = sorted(int(n) for n in args.nfes.split(","))
+    tolerances = [float(t) for t in args.tolerances.split(",")]
+
+    dev, _ = setup(args.profile, args.device, "auto", 0)
+    if threads:
+        torch.set_num_threads(threads)                        # after setup, which sets the profile's
+    cfg = part_b_config("class_fm", args.profile)
+    sampling = part_b_sampling(args.profile)
+    unet = load_model(cfg, cfg.epochs, device=dev)
+    c = torch.arange(10).repeat((args.samples + 9) // 10)[:args.samples]
+
+    def run(solver, steps=None, grid=None, **tol):
+        return solvers.sample_class_fm(unet, c, solver, steps, grid, guidance_scale=sampling.guidance_scale,
+                                       seed=sampling.seed, **tol)
+
+    reference = run("rk4", steps=args.reference_steps)
+    euler = run("euler", steps=sampling.num_ts)
+    target = solvers.rms_error(euler.x, reference.x)
+    print(f"class_fm epoch {cfg.epochs}, γ = {sampling.guidance_scale}, {len(c)} samples, {torch.get_num_threads()} "
+          f"thread(s), device {dev}; converged solve: RK4, {reference.nfe} NFE")
+    print(f"reference: Euler, {euler.nfe} NFE, RMS error {target:.4f} to the converged solve")
+
+    found = {}                       # label -> (nfe, error, the call that reproduces the solve)
+    grids = {"uniform": lambda k: solvers.time_grid(k), f"power {args.power:g}":
+             lambda k: solvers.time_grid(k, "power", args.power)}
+    for grid_name, make_grid in grids.items():
+        for solver in ("euler", "midpoint", "heun", "rk4"):
+            if solver == "euler" and grid_name == "uniform":
+                continue                                              # the reference itself
+            per = solvers.EVALS_PER_STEP[solver]
+            errors = {}
+            for nfe in (n for n in nfes if n % per == 0):
+                call = (lambda s=solver, g=make_grid(nfe // per): run(s, grid=g))
+                sol = call()
+                errors[sol.nfe] = solvers.rms_error(sol.x, reference.x)
+                if solvers.smallest_nfe(errors, target) is not None:
+                    found[f"{solver}, {grid_name}"] = (sol.nfe, errors[sol.nfe], call)
+                    break
+            else:
+                found[f"{solver}, {grid_name}"] = (None, min(errors.values()) if errors else float("nan"), None)
+    for tol in tolerances:
+        sol = run("dopri5", rtol=tol, atol=tol)
+        err = solvers.rms_error(sol.x, reference.x)
+        if err <= target:
+            found[f"dopri5, tol {tol:g}"] = (sol.nfe, err, lambda t=tol: run("dopri5", rtol=t, atol=t))
+            break
+    else:
+        found[f"dopri5, tol {tolerances[-1]:g}"] = (None, err, None)
+
+    fns = {"euler, uniform": lambda: run("euler", steps=sampling.num_ts)}
+    fns.update({label: call for label, (_, _, call) in found.items() if call is not None})
+    seconds = timed(fns, args.repeats)
+    base = seconds["euler, uniform"]
+    print(f"\nthe smallest NFE (of {nfes}) reaching error <= {target:.4f}; seconds: best of {args.repeats}")
+    print(f"{'sampler':>22s} {'NFE':>5s} {'error':>8s} {'seconds':>8s} {'ratio':>6s}")
+    print(f"{'euler, uniform (ref)':>22s} {euler.nfe:5d} {target:8.4f} {base:8.2f} {1.0:6.2f}")
+    for label, (nfe, err, _) in found.items():
+        if nfe is None:
+            print(f"{label:>22s} {'—':>5s} {err:8.4f} {'not reached':>15s}")
+        else:
+            print(f"{label:>22s} {nfe:5d} {err:8.4f} {seconds[label]:8.2f} {seconds[label] / base:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
