@@ -24,30 +24,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import timed  # noqa: E402
 
 from diffnb.b import solvers  # noqa: E402
 from diffnb.b.train import load_model  # noqa: E402
 from diffnb.part_b import setup  # noqa: E402
 from diffnb.profiles import part_b_config, part_b_sampling  # noqa: E402
-
-
-def timed(fns: dict, repeats: int) -> dict:
-    """Best-of-``repeats`` wall time of each function, runs interleaved after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times: dict = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in times.items()}
 
 
 def main(argv=None) -> int:

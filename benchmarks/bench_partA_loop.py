@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import timed  # noqa: E402
 
 from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel  # noqa: E402
 from diffusers.configuration_utils import ConfigMixin, register_to_config  # noqa: E402
@@ -96,22 +98,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fns: dict, device, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` wall time of each function, runs interleaved (A B C A B C ...) after one warm-up
-    each, so load from other processes on a shared CPU hits every variant alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[key].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in times.items()}
-
-
 def two_pass_estimator(stage1, cond, uncond, scale):
     """CFG with the unconditional and conditional passes as two UNet calls (what batching avoids)."""
     def estimate(x, t):
@@ -159,7 +145,7 @@ def bench_cpu_model(name: str, config: dict | None, stride: int, repeats: int, n
         "ana": lambda: make_flip_illusion(pipe, cond, c2, uncond, ts, generator=gen(), num_images=n),
         "ana4": lambda: denoise_loop(x0, ts, 0, pipe, unbatched_anagram_estimator(pipe, views, [cond, c2], uncond, 7.0),
                                      gen()),
-    }, device, repeats)
+    }, repeats, lambda: sync(device))
     t_pipe = t["pipe"] / len(ts)                                 # the pipeline also steps at t = 0
     t_cfg, t_two, t_ana, t_ana4 = (t[k] / steps for k in ("cfg", "two", "ana", "ana4"))
     # sanity: the batched anagram estimator is the same maths as the unbatched one
@@ -209,7 +195,7 @@ def bench_full_size(repeats: int) -> list[tuple[str, float, str]]:
     for name, fn, n_steps in (("IFPipeline, 34 steps (incl. t=0)", run_pipe, len(ts)),
                               ("diffnb iterative_denoise_cfg, 33 steps", run_diffnb, len(ts) - 1)):
         torch.cuda.reset_peak_memory_stats()
-        t = timed({name: fn}, device, repeats)[name]
+        t = timed({name: fn}, repeats, lambda: sync(device))[name]
         peak = torch.cuda.max_memory_allocated() / 2**30
         rows.append((f"  {name}", t * 1e3, f"{t / n_steps * 1e3:.1f} ms/step, peak {peak:.2f} GiB"))
     return rows

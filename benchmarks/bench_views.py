@@ -25,34 +25,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import timed  # noqa: E402
 
 from diffnb.a.decompositions import LowHigh, ThreeBands, make_factorized  # noqa: E402
 from diffnb.a.denoise import sample_cfg, strided_timesteps  # noqa: E402
 from diffnb.a.models import load_stage1  # noqa: E402
 from diffnb.a.views import FlipView, IdentityView, Rotate90CCWView, Rotate90CWView, make_anagram  # noqa: E402
 from diffnb.core.counting import counting_bundle  # noqa: E402
-
-
-def timed(fns: dict, repeats: int) -> dict[str, float]:
-    """Best-of-``repeats`` wall time of each function, runs interleaved (A B C A B C ...) after one warm-up
-    each, so load from other processes on a shared CPU hits every variant alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t0)
-    return {k: min(v) for k, v in times.items()}
-
-
 
 
 def main(argv=None) -> int:
