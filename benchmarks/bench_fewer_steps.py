@@ -1,11 +1,20 @@
-"""Sampling in fewer steps, Part B: the wall time each solver needs to reach the 50-step Euler's error to a
-converged solve, against the 50-step Euler's own time (run by hand; prints a table; not a test).
+"""Sampling in fewer steps, both parts: the wall time each sampler needs to reach the course's sampler's
+quality, against the course's sampler's own time, measured in one run (by hand; prints tables; not a test).
 
-    DIFFNB_THREADS=1 python benchmarks/bench_fewer_steps.py             # quick's class_fm, 40 samples, one core
-    python benchmarks/bench_fewer_steps.py --threads 2 --samples 100     # more samples, two cores
+    DIFFNB_THREADS=1 python benchmarks/bench_fewer_steps.py              # both parts, one core
+    python benchmarks/bench_fewer_steps.py --part a --threads 2           # Part A alone, two cores
+    python benchmarks/bench_fewer_steps.py --part b --samples 100         # Part B, more samples
 
-What it measures, all in one run on the shipped ``class_fm`` model (epoch 10, CFG at the profile's gamma;
-B2.6a is the lesson):
+Part A (``--part a``; A1.6a is the lesson), on the shipped ``mini`` with CFG 7: the reference quality is
+the judge's "both right" share of the course's 33-step DDPM on the 30 prompts of the digit world, each
+``--per-prompt`` times (1.6's experiment, seed ``--seed``).  For each sampler of ``diffnb.a.samplers`` on
+the even grid and on ``t_i = 990 (1 - i/n)^p`` (``--timestep-power``): the smallest of ``--steps`` whose
+share is within one standard error of the difference of the reference's, searched upwards; then the
+sampling alone (the judge's reading is left out) of that run and of the reference, timed best of
+``--repeats``, interleaved after a warm-up, and their ratio.  The NFE is counted on the UNet.
+
+Part B (``--part b``), all in one run on the shipped ``class_fm`` model (epoch 10, CFG at the profile's
+gamma; B2.6a is the lesson):
 
 * the converged solve: RK4 with ``--reference-steps`` uniform steps; the reference quality is the 50-step
   Euler's (``class_fm_sample``'s) RMS pixel error to it, from the same noise;
@@ -41,20 +50,93 @@ from diffnb.profiles import part_b_config, part_b_sampling  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", default="quick", choices=["quick", "seed"])
+    ap.add_argument("--part", default="both", choices=["a", "b", "both"])
+    ap.add_argument("--profile", default="quick", choices=["quick", "seed"], help="Part B's profile")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--samples", type=int, default=40, help="samples per solve, the digits 0-9 in turn")
-    ap.add_argument("--nfes", default="8,12,16,20,24,32,40,48,64", help="NFE budgets searched, comma-separated")
-    ap.add_argument("--power", type=float, default=2.0, help="p of the non-uniform grid t_i = 1 - (1 - i/N)^p")
-    ap.add_argument("--tolerances", default="1e-2,3e-3,1e-3,3e-4", help="dopri5's rtol = atol, loosest first")
-    ap.add_argument("--reference-steps", type=int, default=25, help="RK4 steps of the converged solve")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: DIFFNB_THREADS, else torch's)")
+    ap.add_argument("--per-prompt", type=int, default=2, help="Part A: samples per prompt of the 30 (60 in all)")
+    ap.add_argument("--seed", type=int, default=0, help="Part A: the seed of the samples")
+    ap.add_argument("--steps", default="5,8,10,12,15,20,33", help="Part A: step counts searched, comma-separated")
+    ap.add_argument("--timestep-power", type=float, default=0.5, help="Part A: p of the grid t_i = 990 (1 - i/n)^p")
+    ap.add_argument("--samples", type=int, default=40, help="Part B: samples per solve, the digits 0-9 in turn")
+    ap.add_argument("--nfes", default="8,12,16,20,24,32,40,48,64", help="Part B: NFE budgets searched, comma-separated")
+    ap.add_argument("--power", type=float, default=2.0, help="Part B: p of the grid t_i = 1 - (1 - i/N)^p")
+    ap.add_argument("--tolerances", default="1e-2,3e-3,1e-3,3e-4", help="Part B: dopri5's rtol = atol, loosest first")
+    ap.add_argument("--reference-steps", type=int, default=25, help="Part B: RK4 steps of the converged solve")
     args = ap.parse_args(argv)
     threads = args.threads or (int(os.environ["DIFFNB_THREADS"]) if os.environ.get("DIFFNB_THREADS") else None)
+    if args.part in ("a", "both"):
+        part_a(args, threads)
+    if args.part in ("b", "both"):
+        part_b(args, threads)
+    return 0
+
+
+def part_a(args, threads) -> None:
+    from diffnb import evaluate
+    from diffnb.a import samplers
+    from diffnb.mini import world
+    from diffnb.part_a import setup_part_a, world_judge
+
+    pa = setup_part_a("quick", "mini", args.device, 100)
+    if threads:
+        torch.set_num_threads(threads)                        # after setup, which sets the profile's
+    judge = world_judge(pa)
+    steps = sorted(int(n) for n in args.steps.split(","))
+
+    def read(sampler, n, power):
+        return evaluate.fewer_steps_row(pa.stage1, pa.embed, judge, pa.scale, args.seed, args.per_prompt, sampler, n,
+                                        power)
+
+    ref = read("ddpm", 33, 1.0)
+    size = len(ref["samples"])
+    se = lambda p: evaluate.standard_error(p, size) / 100     # noqa: E731  a share's standard error
+    print(f"\nPart A: mini, CFG {pa.scale:g}, {size} samples (30 prompts x {args.per_prompt}, seed {args.seed}), "
+          f"{torch.get_num_threads()} thread(s), device {pa.device}")
+    print(f"reference: ddpm, even grid, {ref['nfe']} NFE, both right {ref['both']:.0%} ± {100 * se(ref['both']):.1f}")
+    found = {}                                                # label -> (nfe, share, sampler, steps, power)
+    grids = {"even": 1.0, f"power {args.timestep_power:g}": args.timestep_power}
+    for grid, power in grids.items():
+        for sampler in samplers.SAMPLERS:
+            if sampler == "ddpm" and grid == "even":
+                continue                                      # the reference itself
+            best = 0.0
+            for n in steps:
+                r = read(sampler, n, power)
+                best = max(best, r["both"])
+                if ref["both"] - r["both"] <= (se(ref["both"]) ** 2 + se(r["both"]) ** 2) ** 0.5:
+                    found[f"{sampler}, {grid}"] = (r["nfe"], r["both"], sampler, n, power)
+                    break
+            else:
+                found[f"{sampler}, {grid}"] = (None, best, sampler, None, power)
+
+    prompts = [world.prompt(d, s) for d in range(10) for s in range(len(world.STYLES)) for _ in range(args.per_prompt)]
+    cond, uncond = evaluate.embed_all(pa.embed, prompts), pa.embed("")
+
+    def sampling(sampler, n, power):
+        return lambda: samplers.sample(pa.stage1, cond, uncond, sampler, n, pa.scale,
+                                       torch.Generator().manual_seed(args.seed), len(prompts), power=power,
+                                       progress=False)
+
+    fns = {"ddpm, even (ref)": sampling("ddpm", 33, 1.0)}
+    fns.update({label: sampling(s, n, p) for label, (nfe, _, s, n, p) in found.items() if nfe is not None})
+    seconds = timed(fns, args.repeats)
+    base = seconds["ddpm, even (ref)"]
+    print(f"the smallest step count (of {steps}) within one standard error of the reference; sampling seconds, "
+          f"best of {args.repeats}")
+    print(f"{'sampler':>24s} {'NFE':>5s} {'both':>6s} {'seconds':>8s} {'ratio':>6s}")
+    print(f"{'ddpm, even (ref)':>24s} {ref['nfe']:5d} {ref['both']:6.0%} {base:8.2f} {1.0:6.2f}")
+    for label, (nfe, share, *_rest) in found.items():
+        if nfe is None:
+            print(f"{label:>24s} {'—':>5s} {share:6.0%} {'not reached':>15s}")
+        else:
+            print(f"{label:>24s} {nfe:5d} {share:6.0%} {seconds[label]:8.2f} {seconds[label] / base:6.2f}")
+
+
+def part_b(args, threads) -> None:
     nfes = sorted(int(n) for n in args.nfes.split(","))
     tolerances = [float(t) for t in args.tolerances.split(",")]
-
     dev, _ = setup(args.profile, args.device, "auto", 0)
     if threads:
         torch.set_num_threads(threads)                        # after setup, which sets the profile's
@@ -70,7 +152,7 @@ def main(argv=None) -> int:
     reference = run("rk4", steps=args.reference_steps)
     euler = run("euler", steps=sampling.num_ts)
     target = solvers.rms_error(euler.x, reference.x)
-    print(f"class_fm epoch {cfg.epochs}, γ = {sampling.guidance_scale}, {len(c)} samples, {torch.get_num_threads()} "
+    print(f"\nPart B: class_fm epoch {cfg.epochs}, γ = {sampling.guidance_scale}, {len(c)} samples, {torch.get_num_threads()} "
           f"thread(s), device {dev}; converged solve: RK4, {reference.nfe} NFE")
     print(f"reference: Euler, {euler.nfe} NFE, RMS error {target:.4f} to the converged solve")
 
@@ -113,7 +195,8 @@ def main(argv=None) -> int:
             print(f"{label:>22s} {'—':>5s} {err:8.4f} {'not reached':>15s}")
         else:
             print(f"{label:>22s} {nfe:5d} {err:8.4f} {seconds[label]:8.2f} {seconds[label] / base:6.2f}")
-    return 0
+
+
 
 
 if __name__ == "__main__":

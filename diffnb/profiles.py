@@ -156,6 +156,11 @@ NOTEBOOK_PARAMETERS: dict[str, _Spec] = {
                   "[8, 16, 20]", lambda v: v >= 4 and v % 4 == 0, optional=False),
     "grid_power": _number("a number >= 1 (the time grid t_i = 1 - (1 - i/N)^p; 1 is uniform)",
                           lambda v: 1 <= v <= 100, "2.0", optional=False),
+    # Part A, sampling in fewer steps (A1.6a)
+    "step_counts": _list("a non-empty list of step counts (UNet calls per sample), ints in [1, 99]", is_int,
+                         "[5, 10]", lambda v: 1 <= v <= 99, optional=False),
+    "timestep_power": _number("a number in (0, 4] (the timestep grid t_i = 990 (1 - i/n)^p; 1 is even, below 1 "
+                              "denser at high noise)", lambda v: 0 < v <= 4, "0.5", optional=False),
 }
 
 # part_a_settings' own settings (beside the notebook parameters of the same name)

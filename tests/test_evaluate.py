@@ -221,6 +221,13 @@ def test_the_shipped_results_belong_to_the_shipped_mini_model_and_the_current_pr
     prompts = part_a_settings("quick")["prompts"]
     assert [r["label"] for r in figures["1.8"]] == [f"{a} / {b}" for a, b in prompts["pairs"]]
     assert [r["label"] for r in figures["1.9"]] == [f"{a} / {b}" for a, b in prompts["hybrid_pairs"]]
+    # 1.6a: every sampler on both grids at every step count, then DDPM on IF's lists, each NFE counted
+    from diffnb.a import samplers
+    fewer = figures["1.6a"]
+    expected = [(f"{s}, {g}", n) for s in samplers.SAMPLERS for g in evaluate.FEWER_GRIDS for n in evaluate.FEWER_STEPS]
+    expected += [(f"ddpm, {name}", len(samplers.if_list(name)) - 1) for name in evaluate.FEWER_IF_LISTS]
+    assert [(r["label"], r["nfe"]) for r in fewer] == expected
+    assert all(0 <= r["both"] <= min(r["digit"], r["style"]) <= 1 and r["n"] >= 60 for r in fewer)
     # the Markdown copy shipped beside it is the page these figures make with today's code
     shipped_md = (evaluate.shipped_results_dir() / "results.md").read_text(encoding="utf-8")
     assert shipped_md == evaluate.render_markdown(evaluate.results_sections(figures), meta)
