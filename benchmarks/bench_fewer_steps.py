@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     ap.add_argument("--power", type=float, default=2.0, help="Part B: p of the grid t_i = 1 - (1 - i/N)^p")
     ap.add_argument("--tolerances", default="1e-2,3e-3,1e-3,3e-4", help="Part B: dopri5's rtol = atol, loosest first")
     ap.add_argument("--reference-steps", type=int, default=25, help="Part B: RK4 steps of the converged solve")
+    ap.add_argument("--fid-samples", type=int, default=0, help="Part B: also a FID on the judge's features of this many "
+                                                              "samples per sampler found (0: none; e.g. 500)")
     args = ap.parse_args(argv)
     threads = args.threads or (int(os.environ["DIFFNB_THREADS"]) if os.environ.get("DIFFNB_THREADS") else None)
     if args.part in ("a", "both"):
@@ -137,7 +139,7 @@ def part_a(args, threads) -> None:
 def part_b(args, threads) -> None:
     nfes = sorted(int(n) for n in args.nfes.split(","))
     tolerances = [float(t) for t in args.tolerances.split(",")]
-    dev, _ = setup(args.profile, args.device, "auto", 0)
+    dev, source = setup(args.profile, args.device, "auto", 0)
     if threads:
         torch.set_num_threads(threads)                        # after setup, which sets the profile's
     cfg = part_b_config("class_fm", args.profile)
@@ -145,8 +147,8 @@ def part_b(args, threads) -> None:
     unet = load_model(cfg, cfg.epochs, device=dev)
     c = torch.arange(10).repeat((args.samples + 9) // 10)[:args.samples]
 
-    def run(solver, steps=None, grid=None, **tol):
-        return solvers.sample_class_fm(unet, c, solver, steps, grid, guidance_scale=sampling.guidance_scale,
+    def run(solver, steps=None, grid=None, labels=c, **tol):
+        return solvers.sample_class_fm(unet, labels, solver, steps, grid, guidance_scale=sampling.guidance_scale,
                                        seed=sampling.seed, **tol)
 
     reference = run("rk4", steps=args.reference_steps)
@@ -166,7 +168,7 @@ def part_b(args, threads) -> None:
             per = solvers.EVALS_PER_STEP[solver]
             errors = {}
             for nfe in (n for n in nfes if n % per == 0):
-                call = (lambda s=solver, g=make_grid(nfe // per): run(s, grid=g))
+                call = (lambda labels=c, s=solver, g=make_grid(nfe // per): run(s, grid=g, labels=labels))
                 sol = call()
                 errors[sol.nfe] = solvers.rms_error(sol.x, reference.x)
                 if solvers.smallest_nfe(errors, target) is not None:
@@ -178,12 +180,13 @@ def part_b(args, threads) -> None:
         sol = run("dopri5", rtol=tol, atol=tol)
         err = solvers.rms_error(sol.x, reference.x)
         if err <= target:
-            found[f"dopri5, tol {tol:g}"] = (sol.nfe, err, lambda t=tol: run("dopri5", rtol=t, atol=t))
+            found[f"dopri5, tol {tol:g}"] = (sol.nfe, err, lambda labels=c, t=tol: run("dopri5", rtol=t, atol=t,
+                                                                                     labels=labels))
             break
     else:
         found[f"dopri5, tol {tolerances[-1]:g}"] = (None, err, None)
 
-    fns = {"euler, uniform": lambda: run("euler", steps=sampling.num_ts)}
+    fns = {"euler, uniform": lambda labels=c: run("euler", steps=sampling.num_ts, labels=labels)}
     fns.update({label: call for label, (_, _, call) in found.items() if call is not None})
     seconds = timed(fns, args.repeats)
     base = seconds["euler, uniform"]
@@ -195,6 +198,19 @@ def part_b(args, threads) -> None:
             print(f"{label:>22s} {'—':>5s} {err:8.4f} {'not reached':>15s}")
         else:
             print(f"{label:>22s} {nfe:5d} {err:8.4f} {seconds[label]:8.2f} {seconds[label] / base:6.2f}")
+    if args.fid_samples:
+        from diffnb.b.digits import load_digits
+        from diffnb.b.judge import fid, get_judge
+
+        judge = get_judge(source, device=dev)
+        held_out = load_digits(source, train=False).images
+        train = load_digits(source, train=True).images
+        labels = torch.arange(10).repeat((args.fid_samples + 9) // 10)[:args.fid_samples]
+        print(f"\nFID on the judge's features against the {len(held_out)} held-out digits, {len(labels)} samples each "
+              f"(floor: {len(labels)} training digits score {fid(judge, train[:len(labels)], held_out):.1f})")
+        for label, fn in fns.items():
+            sol = fn(labels)
+            print(f"{label:>22s} {sol.nfe:5d} NFE  FID {fid(judge, sol.x.clamp(0, 1), held_out):7.1f}", flush=True)
 
 
 

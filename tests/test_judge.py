@@ -50,3 +50,51 @@ def test_the_real_digit_judge_reads_held_out_mnist_digits():
     assert judge.test_accuracy == judge.accuracy(test.images, test.labels) >= 0.97
     per_class = judge.accuracy_per_class(test.images, test.labels)
     assert sorted(per_class) == list(range(10)) and min(per_class.values()) >= 0.9, per_class
+
+
+# --------------------------------------------------------------------------- a FID on the judge's features
+
+def _random_judge(seed: int = 0) -> Judge:
+    from diffnb.b.judge import DigitClassifier
+    torch.manual_seed(seed)
+    return Judge(DigitClassifier().eval(), 0.0)
+
+
+def _frechet(a, b) -> float:
+    """The Fréchet distance of two feature sets (N, d), written out with scipy: the reference."""
+    import numpy as np
+    from scipy import linalg
+    a, b = a.double().numpy(), b.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def test_fid_on_the_judge_features_equals_the_frechet_distance_written_out():
+    from diffnb.b.judge import JudgeFeatures, fid
+    judge = _random_judge()
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand((400, 1, 28, 28), generator=g)
+    fake = (torch.rand((300, 1, 28, 28), generator=g) * 0.8 + 0.1).pow(2)
+    feats = JudgeFeatures(judge.model)
+    with torch.no_grad():
+        ref = _frechet(feats(fake), feats(real))
+        assert torch.equal(feats(real), judge.model.net[:-1](real))          # the 128 activations before the logits
+    ours = fid(judge, fake, real)
+    assert ref > 0.01 and abs(ours - ref) <= 1e-3 * ref
+    assert fid(judge, real, real) < 1e-3 * ref                                 # a set against itself: ~0
+
+
+def test_fid_refuses_what_it_cannot_measure():
+    import pytest
+    from diffnb.b.judge import fid
+    judge, ok = _random_judge(), torch.rand((200, 1, 28, 28))
+    with pytest.raises(ValueError, match="samples has 100 images; .* more than that"):
+        fid(judge, ok[:100], ok)
+    with pytest.raises(ValueError, match=r"reference must be digits \(N, 1, 28, 28\)"):
+        fid(judge, ok, torch.rand((200, 3, 28, 28)))
+    bad = ok.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="samples hold NaN"):
+        fid(judge, bad, ok)

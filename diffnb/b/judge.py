@@ -105,6 +105,45 @@ class Judge:
                 "counts": torch.bincount(pred, minlength=11).tolist()}
 
 
+class JudgeFeatures(nn.Module):
+    """The judge's 128 penultimate activations (after the last ReLU) of images (N, 1, 28, 28) in [0, 1]:
+    the feature extractor of a Fréchet distance on the judge (``fid``).  uint8 images (torchmetrics probes
+    with one) are read as 0-255."""
+    num_features = 128
+
+    def __init__(self, model: DigitClassifier):
+        super().__init__()
+        self.body = model.net[:-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255 if not x.is_floating_point() else x.float()
+        return self.body(x.to(next(self.body.parameters()).device).clamp(0, 1))
+
+
+@torch.no_grad()
+def fid(judge: Judge, samples: torch.Tensor, reference: torch.Tensor) -> float:
+    """The Fréchet distance between the judge's features of ``samples`` and of ``reference`` (both
+    (N, 1, 28, 28) in [0, 1], e.g. the held-out test digits): torchmetrics' ``FrechetInceptionDistance``
+    with the judge (``JudgeFeatures``) in Inception's place, so a "FID on the judge's features", in its
+    own units (not comparable with an Inception FID).  ||mu_s - mu_r||^2 + Tr(S_s + S_r - 2 (S_s S_r)^1/2)
+    over 128 features: both sets need well over 128 images, or the covariances are mostly noise."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    for name, x in (("samples", samples), ("reference", reference)):
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be digits (N, 1, 28, 28) in [0, 1], got {got}")
+        if x.shape[0] <= JudgeFeatures.num_features:
+            raise ValueError(f"{name} has {x.shape[0]} images; a Fréchet distance over the judge's "
+                             f"{JudgeFeatures.num_features} features needs more than that (e.g. 1000)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} hold NaN or inf pixel values; check the model or sampler that made them")
+    metric = FrechetInceptionDistance(feature=JudgeFeatures(judge.model), input_img_size=(1, 28, 28))
+    metric.update(reference.float(), real=True)
+    metric.update(samples.float(), real=False)
+    return float(metric.compute())
+
+
 #: passes over the training split per source (``get_judge``'s default): the 4,000 digits of ``mnist-5k``
 #: take more passes than the 20,000 first digits of the larger sets
 JUDGE_EPOCHS = {"mnist": 2, "mnist-5k": 12, "synthetic": 2}
