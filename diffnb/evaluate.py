@@ -513,11 +513,12 @@ SECTION_TEXT = {
         "which puts more steps at high noise and takes one long last step. The last rows are DDPM on IF's own "
         "tuned lists (`smart27`, `smart50`, `smart100`, from diffusers), which end at t = 0 where the course's "
         "loop stops, so `smart27` is 26 calls. Seconds are the sampling and reading on the machine named above.",
-        "What to look for: the even-grid DDPM loses the prompt's digit as the steps shrink, and so do DDIM and "
-        "DPM-Solver++ on the even grid; on the power grid all three keep far more of it at 5 and 10 calls. "
-        "Where the steps sit matters more on `mini` than how each step is taken. The power 0.5 was chosen on "
-        "the notebooks' seed 100; this page's seed is another, so its rows test that choice rather than "
-        "repeat it."]),
+        "What to look for: on the even grid all three samplers lose the prompt's digit as the steps shrink. On "
+        "the power grid DDIM and DPM-Solver++ keep far more of it at 5 and 10 calls, and DDPM at 10; at 5 calls "
+        "DDPM's fresh noise is more than its few steps can take out again, on either grid. Where the steps sit "
+        "matters as much on `mini` as how each step is taken. The power 0.5 was chosen on the notebooks' seed "
+        "100; this page's seed is another, so its rows test that choice rather than repeat it. Seconds follow "
+        "the NFE: the UNet is the whole cost of a step."]),
     "1.7": ("SDEdit: how much of the input survives?", "A1.7_image_to_image.ipynb", None, [
         "Held-out renders are noised to each of the notebook's start indices (the profile's `i_starts`) and "
         "denoised with CFG towards “a high quality picture”. Per start index: the RMS distance between edit "
