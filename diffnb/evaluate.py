@@ -131,17 +131,13 @@ def adherence(stage1, embed, judge, scale: float, timesteps: Sequence[int], seed
     ``diversity``: the mean RMS distance between two samples of the same prompt (needs
     ``per_prompt >= 2``; ``nan`` otherwise), with ``samples`` (N, 3, H, W) and the prompts.
     """
-    from diffnb.a import denoise as ddpm
+    from diffnb.a import samplers
 
     pairs = [(d, s) for d in digits for s in styles for _ in range(per_prompt)]
     prompts = [world.prompt(d, s) for d, s in pairs]
     cond = embed_all(embed, prompts)
     g = torch.Generator().manual_seed(seed)
-    if sampler == "ddpm" and not isinstance(timesteps, (int, str)):
-        x = ddpm.sample_cfg(stage1, cond, embed(""), timesteps, scale, g, num_images=len(prompts))
-    else:
-        from diffnb.a import samplers
-        x = samplers.sample(stage1, cond, embed(""), sampler, timesteps, scale, g, num_images=len(prompts))
+    x = samplers.sample(stage1, cond, embed(""), sampler, timesteps, scale, g, num_images=len(prompts))
     d = torch.tensor([p[0] for p in pairs])
     s = torch.tensor([p[1] for p in pairs])
     read = judge.read(unit(x), digit=d, style=s)
