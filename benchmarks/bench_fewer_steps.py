@@ -207,10 +207,15 @@ def part_b(args, threads) -> None:
         train = load_digits(source, train=True).images
         labels = torch.arange(10).repeat((args.fid_samples + 9) // 10)[:args.fid_samples]
         print(f"\nFID on the judge's features against the {len(held_out)} held-out digits, {len(labels)} samples each "
-              f"(floor: {len(labels)} training digits score {fid(judge, train[:len(labels)], held_out):.1f})")
+              f"(floor: {len(labels)} training digits score {fid(judge, train[:len(labels)], held_out):.1f}), "
+              f"and the judge's accuracy: overall and its lowest class")
         for label, fn in fns.items():
             sol = fn(labels)
-            print(f"{label:>22s} {sol.nfe:5d} NFE  FID {fid(judge, sol.x.clamp(0, 1), held_out):7.1f}", flush=True)
+            x = sol.x.clamp(0, 1)
+            per_class = judge.accuracy_per_class(x, labels)
+            worst = min(per_class, key=per_class.get)
+            print(f"{label:>22s} {sol.nfe:5d} NFE  FID {fid(judge, x, held_out):7.1f}  accuracy "
+                  f"{judge.accuracy(x, labels):6.1%}  lowest: digit {worst} {per_class[worst]:6.1%}", flush=True)
 
 
 
